@@ -7,6 +7,7 @@ The loader turns the recorded paths into file:line:column with the marks it kept
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,10 @@ from typing import Any, TypeVar
 
 from otel_online_eval._errors import ConfigError, ConfigIssue
 
-__all__ = ["Issues", "Mark", "Reader", "join_path"]
+__all__ = ["KEY_SUFFIX", "Issues", "Mark", "Reader", "join_path"]
+
+KEY_SUFFIX = "#key"
+"""``marks[path + KEY_SUFFIX]`` is where the key of the value at ``path`` is written."""
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -43,9 +47,12 @@ class Issues:
     marks: Mapping[str, Mark] = field(default_factory=dict)
     items: list[ConfigIssue] = field(default_factory=list)
 
-    def add(self, path: str, message: str, offset: int | None = None) -> None:
-        """Record a problem at ``path``; ``offset`` is a column offset inside a scalar."""
-        mark = self._find_mark(path)
+    def add(self, path: str, message: str, offset: int | None = None, at_key: bool = False
+            ) -> None:
+        """Record a problem at ``path``; ``offset`` is a column offset inside a scalar;
+        ``at_key`` points at the key rather than the value (for unknown keys)."""
+        mark = self.marks.get(path + KEY_SUFFIX) if at_key else None
+        mark = mark or self._find_mark(path)
         line, column = (mark.line, mark.column) if mark else (0, 0)
         if mark and offset is not None:
             column += offset + (1 if mark.quoted else 0)
@@ -84,29 +91,29 @@ class Reader:
         issues: where problems go.
     """
 
-    def __init__(self, data: Any, path: str, issues: Issues) -> None:
+    def __init__(self, data: Any, path: builtins.str, issues: Issues) -> None:
         self.path = path
         self.issues = issues
         self.ok = isinstance(data, Mapping)
         if data is not None and not self.ok:
             issues.add(path, f"must be a mapping, got {_type_name(data)}")
-        self.data: Mapping[str, Any] = data if self.ok else {}
-        self._seen: set[str] = set()
+        self.data: Mapping[builtins.str, Any] = data if self.ok else {}
+        self._seen: set[builtins.str] = set()
 
-    def at(self, key: str | int) -> str:
+    def at(self, key: builtins.str | int) -> builtins.str:
         return join_path(self.path, key)
 
-    def error(self, key: str, message: str, offset: int | None = None) -> None:
+    def error(self, key: builtins.str, message: builtins.str, offset: int | None = None) -> None:
         self.issues.add(self.at(key), message, offset)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         self._seen.add(key)
         return self.data.get(key, default)
 
-    def _get(self, key: str, default: Any, required: bool) -> Any:
+    def _get(self, key: builtins.str, default: Any, required: bool) -> Any:
         self._seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
@@ -116,7 +123,7 @@ class Reader:
             return _MISSING
         return self.data[key]
 
-    def str(self, key: str, default: Any = None, required: bool = False) -> Any:
+    def str(self, key: builtins.str, default: Any = None, required: builtins.bool = False) -> Any:
         value = self._get(key, default, required)
         if value is _MISSING:
             return default
@@ -125,7 +132,7 @@ class Reader:
             return default
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self._get(key, default, False)
         if value is _MISSING:
             return default
@@ -134,9 +141,9 @@ class Reader:
             return default
         return value
 
-    def number(self, key: str, default: Any = None, *, lo: float | None = None,
-               hi: float | None = None, required: bool = False,
-               integer: bool = False) -> Any:
+    def number(self, key: builtins.str, default: Any = None, *, lo: float | None = None,
+               hi: float | None = None, required: builtins.bool = False,
+               integer: builtins.bool = False) -> Any:
         value = self._get(key, default, required)
         if value is _MISSING:
             return default
@@ -159,8 +166,8 @@ class Reader:
             return default
         return value
 
-    def choice(self, key: str, choices: Iterable[str], default: Any = None,
-               required: bool = False) -> Any:
+    def choice(self, key: builtins.str, choices: Iterable[builtins.str], default: Any = None,
+               required: builtins.bool = False) -> Any:
         value = self.str(key, _MISSING, required)
         if value is _MISSING:
             return default
@@ -170,8 +177,8 @@ class Reader:
             return default
         return value
 
-    def list(self, key: str, item: Callable[[Any, str], T | None], default: Any = None,
-             required: bool = False, allow_scalar: bool = False) -> Any:
+    def list(self, key: builtins.str, item: Callable[[Any, builtins.str], T | None], default: Any = None,
+             required: builtins.bool = False, allow_scalar: builtins.bool = False) -> Any:
         """A list whose items are checked by ``item(value, path)`` (None = rejected item)."""
         value = self._get(key, default, required)
         if value is _MISSING:
@@ -188,9 +195,9 @@ class Reader:
                 out.append(checked)
         return out
 
-    def str_list(self, key: str, default: Any = None, required: bool = False,
-                 allow_scalar: bool = False) -> Any:
-        def one(value: Any, path: str) -> Any:
+    def str_list(self, key: builtins.str, default: Any = None, required: builtins.bool = False,
+                 allow_scalar: builtins.bool = False) -> Any:
+        def one(value: Any, path: builtins.str) -> Any:
             if not isinstance(value, str):
                 self.issues.add(path, f"must be a string, got {_type_name(value)}")
                 return None
@@ -198,7 +205,7 @@ class Reader:
 
         return self.list(key, one, default, required, allow_scalar)
 
-    def sub(self, key: str) -> Reader:
+    def sub(self, key: builtins.str) -> Reader:
         """A reader for the mapping under ``key`` (an empty one if absent)."""
         self._seen.add(key)
         return Reader(self.data.get(key), self.at(key), self.issues)
@@ -209,4 +216,4 @@ class Reader:
         for key in self.data:
             if key not in self._seen:
                 hint = f"; expected one of: {', '.join(known)}" if known else ""
-                self.error(str(key), f"unknown key '{key}'{hint}")
+                self.issues.add(self.at(str(key)), f"unknown key '{key}'{hint}", at_key=True)

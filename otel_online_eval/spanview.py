@@ -51,6 +51,7 @@ class SpanView:
 
     __slots__ = (
         "_genai",
+        "_presets",
         "end_time_ns",
         "kind",
         "name",
@@ -78,8 +79,9 @@ class SpanView:
     scope_name: str
     scope_version: str
 
-    def __init__(self) -> None:
+    def __init__(self, presets: Sequence[str] | None = None) -> None:
         self._genai: GenAIFields | None = None
+        self._presets = presets
 
     @property
     def attributes(self) -> Mapping[str, Any]:
@@ -132,7 +134,7 @@ class SpanView:
         if self._genai is None:
             from otel_online_eval.genai import extract
 
-            self._genai = extract(self)
+            self._genai = extract(self, self._presets)
         return self._genai
 
     def __repr__(self) -> str:
@@ -144,8 +146,8 @@ class SdkSpanView(SpanView):
 
     __slots__ = ("_span",)
 
-    def __init__(self, span: ReadableSpan) -> None:
-        super().__init__()
+    def __init__(self, span: ReadableSpan, presets: Sequence[str] | None = None) -> None:
+        super().__init__(presets)
         self._span = span
         ctx = span.context
         self.trace_id = ctx.trace_id if ctx is not None else 0

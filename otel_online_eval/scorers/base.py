@@ -97,7 +97,7 @@ class FunctionScorer:
 
     def __init__(self, fn: Callable[[EvalInput], Any], name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "scorer")
+        self.name: str = name or str(getattr(fn, "__name__", "scorer"))
         if inspect.iscoroutinefunction(fn):
             self.score = self._score_async  # type: ignore[method-assign]
 

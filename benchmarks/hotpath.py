@@ -1,0 +1,245 @@
+"""What online evaluation costs the application, and how fast it scores.
+
+Prints, in one run:
+
+1. app-thread cost per span (start + end of a span with 12 GenAI attributes and a 1 KB prompt)
+   with no processor, with the SDK's BatchSpanProcessor, and with OnlineEvalSpanProcessor
+   running 10 rules (mixed apply_to, filters, sampling 0.1); the added cost of each, and the
+   ratio (target: ours <= 0.5 x BatchSpanProcessor's);
+2. the same for ``on_end`` alone, called on already-ended spans (no span creation noise);
+3. latency from span end to the eval span reaching the exporter (p50 / p99), at a steady
+   200 spans/s, with a 100 ms export batch delay;
+4. scored spans per second, and per CPU-second, with heuristic scorers on every span.
+
+Run: ``.venv/bin/python benchmarks/hotpath.py`` (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from otel_online_eval import OnlineEvalSpanProcessor, parse_config
+
+PROMPT = ("Please summarise the following customer message and classify it. " * 16)[:1024]
+ATTRS: dict[str, Any] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.request.temperature": 0.2,
+    "gen_ai.request.max_tokens": 512,
+    "gen_ai.usage.input_tokens": 412,
+    "gen_ai.usage.output_tokens": 57,
+    "gen_ai.response.finish_reasons": ("stop",),
+    "gen_ai.response.id": "chatcmpl-123",
+    "gen_ai.input.messages": json.dumps(
+        [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]),
+    "gen_ai.output.messages": json.dumps(
+        [{"role": "assistant", "parts": [{"type": "text", "content": "billing"}]}]),
+}
+
+SCORERS = {
+    "not_empty": {"type": "not_empty"},
+    "latency": {"type": "latency", "max_ms": 2000},
+    "category": {"type": "one_of", "values": ["billing", "shipping", "other"]},
+    "json": {"type": "valid_json"},
+    "tokens": {"type": "token_usage", "max_total_tokens": 2000},
+    "pii": {"type": "pii"},
+    "refusal": {"type": "refusal"},
+    "length": {"type": "length", "unit": "words", "max": 200},
+}
+
+
+def ten_rules(rate: float) -> dict[str, Any]:
+    def rule(name: str, scorers: list[str], **extra: Any) -> dict[str, Any]:
+        return {"name": name, "sampling": rate, "scorers": scorers, **extra}
+
+    chat = "attributes['gen_ai.operation.name'] = 'chat' AND output IS NOT NULL"
+    return {
+        "scorers": SCORERS,
+        "rules": [
+            rule("chat-not-empty", ["not_empty"], apply_to={"span_names": ["chat"]}, filter=chat),
+            rule("root-latency", ["latency"], apply_to={"root_spans": True}),
+            rule("category", ["category"], apply_to={"span_names": ["categorize-message"]}),
+            rule("order-json", ["json"], apply_to={"span_names": ["extract-order"]}),
+            rule("gpt4o-tokens", ["tokens"], filter="model LIKE 'gpt-4o%'"),
+            rule("pii", ["pii"], apply_to={"span_names": ["chat", "summarize"]}),
+            rule("errors", ["not_empty"], filter="status = 'ERROR'"),
+            rule("refusal", ["refusal"], apply_to={"span_names": ["chat"]}),
+            rule("length", ["length"], apply_to={"root_spans": True, "span_names": ["chat"]}),
+            rule("slow", ["latency"], filter="duration_ms > 1000"),
+        ],
+        "engine": {"queue_size": 100_000, "max_concurrent_evals": 256},
+    }
+
+
+class NullExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.count = 0
+        self.times: list[tuple[int, ReadableSpan]] = []
+        self.record = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        now = time.time_ns()
+        self.count += len(spans)
+        if self.record:
+            self.times.extend((now, s) for s in spans if s.name.startswith("eval "))
+        return SpanExportResult.SUCCESS
+
+
+def app_loop(processors: Sequence[SpanProcessor], n: int) -> float:
+    provider = TracerProvider()
+    for p in processors:
+        provider.add_span_processor(p)
+    tracer = provider.get_tracer("bench")
+    gc.collect()
+    started = time.perf_counter()
+    for _ in range(n):
+        tracer.start_span("chat", attributes=ATTRS).end()
+    elapsed = time.perf_counter() - started
+    provider.shutdown()
+    return elapsed / n * 1e6
+
+
+def ended_spans(n: int) -> list[ReadableSpan]:
+    spans: list[ReadableSpan] = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            spans.append(span)
+
+    provider = TracerProvider()
+    provider.add_span_processor(Keep())
+    tracer = provider.get_tracer("bench")
+    for _ in range(n):
+        tracer.start_span("chat", attributes=ATTRS).end()
+    return spans
+
+
+def on_end_cost(processor: SpanProcessor, spans: Sequence[ReadableSpan]) -> float:
+    on_end = processor.on_end
+    gc.collect()
+    started = time.perf_counter()
+    for span in spans:
+        on_end(span)
+    elapsed = time.perf_counter() - started
+    processor.shutdown()
+    return elapsed / len(spans) * 1e6
+
+
+def bsp() -> BatchSpanProcessor:
+    return BatchSpanProcessor(NullExporter())
+
+
+def ours(rate: float = 0.1) -> OnlineEvalSpanProcessor:
+    return OnlineEvalSpanProcessor(parse_config(ten_rules(rate)), exporter=NullExporter())
+
+
+def median_of(runs: int, fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def app_thread_costs(n: int, runs: int) -> None:
+    base = median_of(runs, lambda: app_loop([], n))
+    with_bsp = median_of(runs, lambda: app_loop([bsp()], n))
+    with_ours = median_of(runs, lambda: app_loop([ours()], n))
+    with_both = median_of(runs, lambda: app_loop([bsp(), ours()], n))
+    add_bsp, add_ours = with_bsp - base, with_ours - base
+    print(f"1. app thread, start+end of one span ({n} spans, median of {runs} runs)")
+    print(f"   no processor                 {base:8.2f} us/span")
+    print(f"   BatchSpanProcessor           {with_bsp:8.2f} us/span   added {add_bsp:6.2f} us")
+    print(f"   OnlineEvalSpanProcessor      {with_ours:8.2f} us/span   added {add_ours:6.2f} us")
+    print(f"   both                         {with_both:8.2f} us/span   added "
+          f"{with_both - base:6.2f} us")
+    print(f"   ratio ours/BSP added cost    {add_ours / add_bsp:8.2f}   (target <= 0.50)")
+
+    spans = ended_spans(n)
+    cost_bsp = median_of(runs, lambda: on_end_cost(bsp(), spans))
+    cost_ours = median_of(runs, lambda: on_end_cost(ours(), spans))
+    cost_full = median_of(runs, lambda: on_end_cost(ours(1.0), spans))
+    print(f"2. on_end alone on ended spans ({n} spans, median of {runs} runs)")
+    print(f"   BatchSpanProcessor.on_end            {cost_bsp:6.2f} us")
+    print(f"   OnlineEvalSpanProcessor.on_end       {cost_ours:6.2f} us   (10 rules at 0.1)")
+    print(f"   OnlineEvalSpanProcessor.on_end       {cost_full:6.2f} us   (10 rules at 1.0: "
+          "every span queued)")
+    print(f"   ratio ours/BSP                       {cost_ours / cost_bsp:6.2f}")
+
+
+def latency(seconds: float, per_second: int) -> None:
+    exporter = NullExporter()
+    exporter.record = True
+    config = ten_rules(1.0)
+    config["export"] = {"console": {}, "batch": {"schedule_delay_ms": 100}}
+    processor = OnlineEvalSpanProcessor(parse_config(config), exporter=exporter)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    ends: dict[int, int] = {}
+    total = int(seconds * per_second)
+    start = time.perf_counter()
+    for i in range(total):
+        target = start + i / per_second
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        span = tracer.start_span("chat", attributes=ATTRS)
+        span.end()
+        ends[span.get_span_context().span_id] = span.end_time or 0
+    processor.force_flush(30_000)
+    lat = sorted((t - ends[s.parent.span_id]) / 1e6 for t, s in exporter.times
+                 if s.parent is not None and s.parent.span_id in ends)
+    provider.shutdown()
+    p50 = lat[len(lat) // 2]
+    p99 = lat[int(len(lat) * 0.99)]
+    print(f"3. span end -> eval span exported, {per_second} spans/s for {seconds:g} s, all 10 "
+          f"rules at 1.0, 100 ms batch delay ({len(lat)} eval spans)")
+    print(f"   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {lat[-1]:7.1f} ms")
+
+
+def throughput(n: int) -> None:
+    exporter = NullExporter()
+    processor = OnlineEvalSpanProcessor(parse_config(ten_rules(1.0)), exporter=exporter)
+    spans = ended_spans(n)
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for span in spans:
+        processor.on_end(span)
+    ok = processor.force_flush(600_000)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    stats = processor.stats()
+    evals = sum(stats.evals.values())
+    scores = sum(v for (_, _, outcome), v in stats.scores.items() if outcome == "ok")
+    processor.shutdown()
+    print(f"4. throughput: {n} spans, 10 rules at 1.0 (each span matches 8 of them), "
+          f"heuristic scorers{'' if ok else ' (FLUSH TIMED OUT)'}")
+    print(f"   {n / wall:8.0f} scored spans/s wall   {n / cpu:8.0f} scored spans per CPU-second")
+    print(f"   {evals / wall:8.0f} evals/s wall          {scores / wall:8.0f} scores/s wall "
+          f"({evals} evals, {scores} scores, {exporter.count} spans exported, "
+          f"{threading.active_count()} threads)")
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    app_thread_costs(5_000 if quick else 30_000, 3 if quick else 5)
+    latency(2 if quick else 10, 200)
+    throughput(2_000 if quick else 20_000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

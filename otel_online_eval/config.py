@@ -1,0 +1,244 @@
+"""The YAML configuration: loading, validation, and the model it produces.
+
+Everything is checked at load, and every problem is reported at once with file:line:column and
+the YAML path (``rules.yaml:14:12: rules[0].sampling: must be between 0 and 1, got 1.5``):
+unknown keys, unknown scorer types, filters that do not parse, ``python:`` refs that do not
+import, unset environment variables, rules that name unknown scorers. A config either loads
+whole or raises :class:`~otel_online_eval.ConfigError`; it is never half-loaded.
+
+Sections::
+
+    extract:  {presets: [genai]}                   where input/output are read from
+    scorers:  {NAME: {type: ..., timeout_s, scale, ...type options}}
+    rules:    [{name, description, filter, sampling, sampling_seed, apply_to, scorers}]
+    export:   {otlp: {...}} | {console: {}} | {file: {path}}, plus batch: {...}
+    engine:   {queue_size, max_concurrent_evals, threads, shutdown_timeout_s}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otel_online_eval._errors import FilterSyntaxError
+from otel_online_eval._validate import Issues, Reader
+from otel_online_eval._yaml import load_yaml
+from otel_online_eval.exporters import ExportConfig, read_export_config
+from otel_online_eval.genai import PRESETS
+from otel_online_eval.query import compile_filter
+from otel_online_eval.rules import ApplyTo, Rule, ScorerSpec, ScorerUse
+from otel_online_eval.scorers import SCORER_TYPES
+
+__all__ = ["EngineConfig", "ExtractConfig", "OnlineEvalConfig", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How evaluation runs in the background.
+
+    Attributes:
+        queue_size: spans waiting for evaluation; when full, new spans are dropped and counted.
+        max_concurrent_evals: (span, rule) evaluations in flight at once.
+        threads: the thread pool that runs sync scorers.
+        shutdown_timeout_s: how long shutdown waits for queued evaluations.
+    """
+
+    queue_size: int = 2048
+    max_concurrent_evals: int = 64
+    threads: int = 4
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractConfig:
+    """Which conventions are read for input/output/model, in order (None: all known)."""
+
+    presets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class OnlineEvalConfig:
+    """A loaded, validated configuration."""
+
+    rules: tuple[Rule, ...] = ()
+    scorers: Mapping[str, ScorerSpec] = field(default_factory=dict)
+    export: ExportConfig | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    source: str = "<config>"
+
+
+_TOP_KEYS = ("extract", "scorers", "rules", "export", "engine")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+                ) -> OnlineEvalConfig:
+    """Load and validate a YAML file.
+
+    Raises:
+        ConfigError: listing every problem, each with file:line:column.
+    """
+    name = os.fspath(path)
+    issues = Issues(file=name)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        issues.add("", f"cannot read the file: {exc}")
+        issues.raise_if_any()
+        raise AssertionError("unreachable") from exc
+    return _parse(load_yaml(text, issues, env), issues, name)
+
+
+def parse_config(data: Mapping[str, Any] | str, env: Mapping[str, str] | None = None,
+                 source: str = "<config>") -> OnlineEvalConfig:
+    """Validate a config given as a mapping or as YAML text.
+
+    Raises:
+        ConfigError: listing every problem.
+    """
+    issues = Issues(file=source)
+    if isinstance(data, str):
+        return _parse(load_yaml(data, issues, env), issues, source)
+    return _parse(data, issues, source)
+
+
+def _parse(data: Any, issues: Issues, source: str) -> OnlineEvalConfig:
+    if data is None and not issues:
+        issues.add("", "the configuration is empty; it needs at least 'scorers' and 'rules'")
+    top = Reader(data, "", issues)
+    extract = _read_extract(top.sub("extract"))
+    scorers = _read_scorers(top.sub("scorers"))
+    rules = _read_rules(top, scorers)
+    export = read_export_config(top.sub("export")) if top.has("export") else None
+    engine = _read_engine(top.sub("engine"))
+    top.done()
+    issues.raise_if_any()
+    return OnlineEvalConfig(rules, scorers, export, engine, extract, source)
+
+
+def _read_extract(r: Reader) -> ExtractConfig:
+    presets = r.str_list("presets")
+    r.done()
+    if presets is None:
+        return ExtractConfig()
+    for i, name in enumerate(presets):
+        if name not in PRESETS:
+            r.issues.add(f"{r.at('presets')}[{i}]",
+                         f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return ExtractConfig(tuple(presets))
+
+
+def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
+    specs: dict[str, ScorerSpec] = {}
+    for name in r.data:
+        opts = r.sub(str(name))
+        if not opts.ok:
+            continue
+        kind = opts.choice("type", sorted(SCORER_TYPES), required=True)
+        timeout_s = opts.number("timeout_s", 30.0, lo=0.001)
+        scale = opts.number("scale", 1.0, lo=1e-9)
+        if kind is None:
+            continue
+        scorer = SCORER_TYPES[kind](str(name), opts)
+        opts.done()
+        if scorer is not None:
+            specs[str(name)] = ScorerSpec(str(name), scorer, kind, float(timeout_s), float(scale))
+    return specs
+
+
+def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, ...]:
+    seen: set[str] = set()
+
+    def one(value: Any, path: str) -> Rule | None:
+        r = Reader(value, path, top.issues)
+        if not r.ok:
+            return None
+        name = r.str("name", required=True)
+        if name is not None:
+            if name in seen:
+                r.error("name", f"duplicate rule name {name!r}; rule names must be unique")
+            seen.add(name)
+        description = r.str("description", "")
+        sampling = r.number("sampling", 1.0, lo=0.0, hi=1.0)
+        seed = r.number("sampling_seed", None, integer=True, lo=0)
+        clause = r.str("filter")
+        compiled = None
+        if clause is not None:
+            try:
+                compiled = compile_filter(clause)
+            except FilterSyntaxError as exc:
+                r.error("filter", f"filter does not parse: {exc.message}", exc.position)
+        apply_to = _read_apply_to(r.sub("apply_to"))
+        uses = r.list("scorers", lambda v, p: _read_use(v, p, scorers, top.issues),
+                      required=True)
+        if r.data.get("scorers") == []:
+            r.error("scorers", "must name at least one scorer")
+        if uses:
+            names = [u.name for u in uses]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                r.error("scorers", f"names a scorer twice: {', '.join(repeated)}")
+                uses = None
+        r.done()
+        if name is None or uses is None:
+            return None
+        return Rule(name=name, scorers=tuple(uses), description=description,
+                    sampling=float(sampling), sampling_seed=seed, filter=compiled,
+                    apply_to=apply_to)
+
+    rules = top.list("rules", one, default=[])
+    return tuple(rules)
+
+
+def _read_apply_to(r: Reader) -> ApplyTo:
+    root = r.bool("root_spans", False)
+    local_root = r.bool("local_root_spans", False)
+    names = r.str_list("span_names", [], allow_scalar=True)
+    r.done()
+    return ApplyTo(root, local_root, frozenset(names))
+
+
+def _read_use(value: Any, path: str, scorers: Mapping[str, ScorerSpec],
+              issues: Issues) -> ScorerUse | None:
+    rate = 1.0
+    if isinstance(value, str):
+        name, name_path = value, path
+    else:
+        r = Reader(value, path, issues)
+        if not r.ok:
+            return None
+        name = r.str("scorer", required=True)
+        rate = float(r.number("sampling", 1.0, lo=0.0, hi=1.0))
+        name_path = r.at("scorer")
+        r.done()
+        if name is None:
+            return None
+    spec = scorers.get(name)
+    if spec is None:
+        if name not in _failed_scorer_names(issues):
+            known = ", ".join(sorted(scorers)) or "none defined"
+            issues.add(name_path, f"unknown scorer {name!r}; scorers defined: {known}")
+        return None
+    return ScorerUse(spec, rate)
+
+
+def _failed_scorer_names(issues: Issues) -> set[str]:
+    """Scorers that exist but failed validation (their rule references are not reported)."""
+    return {i.path.split(".")[1] for i in issues.items
+            if i.path.startswith("scorers.") and i.path.count(".") >= 1}
+
+
+def _read_engine(r: Reader) -> EngineConfig:
+    d = EngineConfig()
+    cfg = EngineConfig(
+        queue_size=int(r.number("queue_size", d.queue_size, lo=1, integer=True)),
+        max_concurrent_evals=int(r.number("max_concurrent_evals", d.max_concurrent_evals,
+                                          lo=1, integer=True)),
+        threads=int(r.number("threads", d.threads, lo=1, hi=256, integer=True)),
+        shutdown_timeout_s=float(r.number("shutdown_timeout_s", d.shutdown_timeout_s, lo=0)),
+    )
+    r.done()
+    return cfg

@@ -1,0 +1,259 @@
+"""Eval spans: the results of one evaluation as SDK ``ReadableSpan``s.
+
+For a rule that scored a span::
+
+    <scored span>
+     └── eval {rule}            child of the scored span and linked to it
+          ├── score {scorer}    one per scorer that ran; status ERROR + exception event on failure
+          └── ...
+
+Score attributes follow the GenAI semantic conventions for evaluation results
+(``gen_ai.evaluation.name``, ``gen_ai.evaluation.score.value``, ``gen_ai.evaluation.score.label``,
+``gen_ai.evaluation.explanation``), and the eval span carries one ``gen_ai.evaluation.result``
+event per score for backends that read events. The spans are handed straight to the sink span
+processor (wrapping the configured exporter): they never pass through the application's
+processors, so they are never evaluated themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from otel_online_eval.scorers.base import Score
+
+__all__ = [
+    "EVAL_RESULT_EVENT",
+    "RULE_ATTR",
+    "SCORER_ATTR",
+    "EvalResult",
+    "Emitter",
+    "ScorerRun",
+    "Target",
+]
+
+RULE_ATTR = "online_eval.rule"
+"""Marks eval spans (the rule's name); spans carrying it are never evaluated."""
+SCORER_ATTR = "online_eval.scorer"
+EVAL_RESULT_EVENT = "gen_ai.evaluation.result"
+SCOPE = InstrumentationScope("otel_online_eval", "0.1.0")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an evaluation is attached to.
+
+    Attributes:
+        trace_id: the trace the eval spans join.
+        parent_span_id: the eval span's parent (the scored span), None for a new root.
+        link: the span context the eval span links to, if any.
+        resource: the resource the eval spans are reported under.
+        scored_name: the scored span's name, if there is one.
+    """
+
+    trace_id: int
+    parent_span_id: int | None
+    link: SpanContext | None
+    resource: Resource
+    scored_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerRun:
+    """One scorer call: its score, or the error (``timed_out`` when it ran out of time)."""
+
+    name: str
+    score: Score | None
+    error: BaseException | None
+    start_ns: int
+    end_ns: int
+    sampling_rate: float = 1.0
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """What an evaluation produced, also returned by ``evaluate()``.
+
+    Attributes:
+        rule: the rule (or direct evaluation) name.
+        scores: scorer name -> Score, for scorers that succeeded.
+        errors: scorer name -> error message, for scorers that failed or timed out.
+        sampled_out: scorers that did not run because of their sampling rate.
+        trace_id: the eval span's trace.
+        span_id: the eval span's id.
+    """
+
+    rule: str
+    scores: Mapping[str, Score]
+    errors: Mapping[str, str]
+    sampled_out: tuple[str, ...]
+    trace_id: int
+    span_id: int
+
+
+def _attr_value(value: Any) -> AttributeValue:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, str) for v in value
+    ):
+        return tuple(value)
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _score_attrs(name: str, score: Score | None) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {"gen_ai.evaluation.name": name}
+    if score is not None:
+        if score.value is not None:
+            attrs["gen_ai.evaluation.score.value"] = score.value
+        if score.label is not None:
+            attrs["gen_ai.evaluation.score.label"] = score.label
+        if score.explanation:
+            attrs["gen_ai.evaluation.explanation"] = score.explanation
+    return attrs
+
+
+def _error_type(run: ScorerRun) -> str:
+    return "timeout" if run.timed_out else type(run.error).__name__
+
+
+class Emitter:
+    """Builds eval spans and hands them to ``sink``.
+
+    Args:
+        sink: the span processor in front of the exporter (usually a BatchSpanProcessor).
+    """
+
+    def __init__(self, sink: SpanProcessor) -> None:
+        self.sink = sink
+        self._ids = RandomIdGenerator()
+
+    def emit(
+        self,
+        target: Target,
+        rule: str,
+        runs: Sequence[ScorerRun],
+        sampled_out: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        rule_attrs: Mapping[str, AttributeValue] | None = None,
+    ) -> EvalResult:
+        """Export one evaluation: the eval span and a score span per run.
+
+        Args:
+            target: where the eval span goes.
+            rule: the rule's name.
+            runs: the scorers that ran.
+            sampled_out: names of scorers that were sampled out.
+            start_ns: when the evaluation started.
+            end_ns: when it ended.
+            rule_attrs: extra attributes for the eval span (description, sampling rate).
+        """
+        eval_ctx = SpanContext(target.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
+        failed = [r for r in runs if r.score is None]
+        for run in runs:
+            self.sink.on_end(self._score_span(run, rule, eval_ctx, target.resource))
+
+        attrs: dict[str, AttributeValue] = {RULE_ATTR: rule}
+        if target.scored_name is not None:
+            attrs["online_eval.span.name"] = target.scored_name
+        if rule_attrs:
+            attrs.update(rule_attrs)
+        attrs["online_eval.scorers.total"] = len(runs) + len(sampled_out)
+        attrs["online_eval.scorers.ran"] = len(runs)
+        attrs["online_eval.scorers.sampled_out"] = len(sampled_out)
+        attrs["online_eval.scorers.failed"] = len(failed)
+        events = []
+        for run in runs:
+            event_attrs = _score_attrs(run.name, run.score)
+            if run.score is None:
+                event_attrs["error.type"] = _error_type(run)
+            events.append(Event(EVAL_RESULT_EVENT, event_attrs, run.end_ns))
+        status = Status(StatusCode.UNSET)
+        if failed:
+            status = Status(StatusCode.ERROR,
+                            f"{len(failed)} of {len(runs)} scorers failed: "
+                            + ", ".join(r.name for r in failed))
+        parent = None
+        if target.parent_span_id is not None:
+            parent = SpanContext(target.trace_id, target.parent_span_id, False, _SAMPLED)
+        links = [Link(target.link, {"online_eval.link": "scored_span"})] if target.link else []
+        self.sink.on_end(ReadableSpan(
+            name=f"eval {rule}",
+            context=eval_ctx,
+            parent=parent,
+            resource=target.resource,
+            attributes=MappingProxyType(attrs),
+            events=events,
+            links=links,
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=SCOPE,
+        ))
+        return EvalResult(
+            rule=rule,
+            scores={r.name: r.score for r in runs if r.score is not None},
+            errors={r.name: _message(r) for r in runs if r.score is None},
+            sampled_out=tuple(sampled_out),
+            trace_id=target.trace_id,
+            span_id=eval_ctx.span_id,
+        )
+
+    def _score_span(self, run: ScorerRun, rule: str, eval_ctx: SpanContext,
+                    resource: Resource) -> ReadableSpan:
+        attrs: dict[str, AttributeValue] = {SCORER_ATTR: run.name, RULE_ATTR: rule}
+        attrs.update(_score_attrs(run.name, run.score))
+        if run.sampling_rate != 1.0:
+            attrs["online_eval.sampling.rate"] = run.sampling_rate
+        events: list[Event] = []
+        status = Status(StatusCode.UNSET)
+        if run.score is not None:
+            for key, value in run.score.metadata.items():
+                # Judge usage and model keep their GenAI names; the rest is namespaced.
+                name = key if key.startswith("gen_ai.") else f"online_eval.metadata.{key}"
+                attrs[name] = _attr_value(value)
+        else:
+            error = run.error
+            attrs["error.type"] = _error_type(run)
+            status = Status(StatusCode.ERROR, _message(run))
+            stack = "".join(traceback.format_exception(error)) if error is not None else ""
+            events.append(Event("exception", {
+                "exception.type": type(error).__name__,
+                "exception.message": str(error),
+                "exception.stacktrace": stack,
+            }, run.end_ns))
+        return ReadableSpan(
+            name=f"score {run.name}",
+            context=SpanContext(eval_ctx.trace_id, self._ids.generate_span_id(), False,
+                                _SAMPLED),
+            parent=eval_ctx,
+            resource=resource,
+            attributes=MappingProxyType(attrs),
+            events=events,
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=run.start_ns,
+            end_time=run.end_ns,
+            instrumentation_scope=SCOPE,
+        )
+
+
+def _message(run: ScorerRun) -> str:
+    if run.timed_out:
+        return str(run.error) or "timed out"
+    return f"{type(run.error).__name__}: {run.error}"
