@@ -26,12 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_online_eval import OnlineEvalSpanProcessor, parse_config
 
@@ -48,9 +43,11 @@ ATTRS: dict[str, Any] = {
     "gen_ai.response.finish_reasons": ("stop",),
     "gen_ai.response.id": "chatcmpl-123",
     "gen_ai.input.messages": json.dumps(
-        [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]),
+        [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+    ),
     "gen_ai.output.messages": json.dumps(
-        [{"role": "assistant", "parts": [{"type": "text", "content": "billing"}]}]),
+        [{"role": "assistant", "parts": [{"type": "text", "content": "billing"}]}]
+    ),
 }
 
 SCORERS = {
@@ -102,18 +99,19 @@ class NullExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def app_loop(processors: Sequence[SpanProcessor], n: int) -> float:
+def app_loop(processors: Sequence[SpanProcessor], n: int) -> tuple[float, float]:
+    """(CPU us of the app thread, wall us) per span."""
     provider = TracerProvider()
     for p in processors:
         provider.add_span_processor(p)
     tracer = provider.get_tracer("bench")
     gc.collect()
-    started = time.perf_counter()
+    cpu, wall = time.thread_time(), time.perf_counter()
     for _ in range(n):
         tracer.start_span("chat", attributes=ATTRS).end()
-    elapsed = time.perf_counter() - started
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
     provider.shutdown()
-    return elapsed / n * 1e6
+    return cpu / n * 1e6, wall / n * 1e6
 
 
 def ended_spans(n: int) -> list[ReadableSpan]:
@@ -131,15 +129,16 @@ def ended_spans(n: int) -> list[ReadableSpan]:
     return spans
 
 
-def on_end_cost(processor: SpanProcessor, spans: Sequence[ReadableSpan]) -> float:
+def on_end_cost(processor: SpanProcessor, spans: Sequence[ReadableSpan]) -> tuple[float, float]:
+    """(CPU us of the calling thread, wall us) per on_end call."""
     on_end = processor.on_end
     gc.collect()
-    started = time.perf_counter()
+    cpu, wall = time.thread_time(), time.perf_counter()
     for span in spans:
         on_end(span)
-    elapsed = time.perf_counter() - started
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
     processor.shutdown()
-    return elapsed / len(spans) * 1e6
+    return cpu / len(spans) * 1e6, wall / len(spans) * 1e6
 
 
 def bsp() -> BatchSpanProcessor:
@@ -150,34 +149,76 @@ def ours(rate: float = 0.1) -> OnlineEvalSpanProcessor:
     return OnlineEvalSpanProcessor(parse_config(ten_rules(rate)), exporter=NullExporter())
 
 
-def median_of(runs: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(runs))
+def interleaved(
+    runs: int, configs: dict[str, Callable[[], tuple[float, float]]]
+) -> dict[str, tuple[float, float]]:
+    """Median of ``runs`` rounds, each round running every config once, so that drift in
+    the machine's speed hits them all alike."""
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
+    for _ in range(runs):
+        for name, fn in configs.items():
+            results[name].append(fn())
+    return {
+        name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+        for name, rs in results.items()
+    }
 
 
 def app_thread_costs(n: int, runs: int) -> None:
-    base = median_of(runs, lambda: app_loop([], n))
-    with_bsp = median_of(runs, lambda: app_loop([bsp()], n))
-    with_ours = median_of(runs, lambda: app_loop([ours()], n))
-    with_both = median_of(runs, lambda: app_loop([bsp(), ours()], n))
-    add_bsp, add_ours = with_bsp - base, with_ours - base
-    print(f"1. app thread, start+end of one span ({n} spans, median of {runs} runs)")
-    print(f"   no processor                 {base:8.2f} us/span")
-    print(f"   BatchSpanProcessor           {with_bsp:8.2f} us/span   added {add_bsp:6.2f} us")
-    print(f"   OnlineEvalSpanProcessor      {with_ours:8.2f} us/span   added {add_ours:6.2f} us")
-    print(f"   both                         {with_both:8.2f} us/span   added "
-          f"{with_both - base:6.2f} us")
-    print(f"   ratio ours/BSP added cost    {add_ours / add_bsp:8.2f}   (target <= 0.50)")
+    measured = interleaved(
+        runs,
+        {
+            "no processor": lambda: app_loop([], n),
+            "BatchSpanProcessor": lambda: app_loop([bsp()], n),
+            "OnlineEvalSpanProcessor": lambda: app_loop([ours()], n),
+            "both": lambda: app_loop([bsp(), ours()], n),
+        },
+    )
+    base = measured.pop("no processor")
+    rows = list(measured.items())
+    print(
+        f"1. app thread, start+end of one span ({n} spans a run, median of {runs} interleaved runs)"
+    )
+    print("   CPU = the app thread's own CPU time (time.thread_time); wall = elapsed, which also")
+    print("   counts the GIL time background threads (BSP's worker, our evaluations) take.")
+    print(f"   {'':26}{'CPU us':>9}{'added':>8}{'wall us':>10}{'added':>8}")
+    print(f"   {'no processor':26}{base[0]:9.2f}{'':8}{base[1]:10.2f}")
+    added = {}
+    for name, (cpu, wall) in rows:
+        added[name] = (cpu - base[0], wall - base[1])
+        print(f"   {name:26}{cpu:9.2f}{cpu - base[0]:8.2f}{wall:10.2f}{wall - base[1]:8.2f}")
+    ours_cpu, ours_wall = added["OnlineEvalSpanProcessor"]
+    bsp_cpu, bsp_wall = added["BatchSpanProcessor"]
+    print(
+        f"   ratio ours/BSP added: CPU {ours_cpu / bsp_cpu:.2f}, wall {ours_wall / bsp_wall:.2f}"
+        "   (target <= 0.50)"
+    )
 
     spans = ended_spans(n)
-    cost_bsp = median_of(runs, lambda: on_end_cost(bsp(), spans))
-    cost_ours = median_of(runs, lambda: on_end_cost(ours(), spans))
-    cost_full = median_of(runs, lambda: on_end_cost(ours(1.0), spans))
-    print(f"2. on_end alone on ended spans ({n} spans, median of {runs} runs)")
-    print(f"   BatchSpanProcessor.on_end            {cost_bsp:6.2f} us")
-    print(f"   OnlineEvalSpanProcessor.on_end       {cost_ours:6.2f} us   (10 rules at 0.1)")
-    print(f"   OnlineEvalSpanProcessor.on_end       {cost_full:6.2f} us   (10 rules at 1.0: "
-          "every span queued)")
-    print(f"   ratio ours/BSP                       {cost_ours / cost_bsp:6.2f}")
+    costs = interleaved(
+        runs,
+        {
+            "bsp": lambda: on_end_cost(bsp(), spans),
+            "ours": lambda: on_end_cost(ours(), spans),
+            "none": lambda: on_end_cost(ours(0.0), spans),
+        },
+    )
+    cost_bsp, cost_ours, cost_none = costs["bsp"], costs["ours"], costs["none"]
+    print(f"2. on_end alone, called on {n} ended spans (median of {runs} interleaved runs)")
+    print(f"   {'':44}{'CPU us':>8}{'wall us':>9}")
+    print(f"   {'BatchSpanProcessor.on_end':44}{cost_bsp[0]:8.2f}{cost_bsp[1]:9.2f}")
+    print(
+        f"   {'OnlineEvalSpanProcessor.on_end, 10 rules @0.1':44}{cost_ours[0]:8.2f}"
+        f"{cost_ours[1]:9.2f}"
+    )
+    print(
+        f"   {'OnlineEvalSpanProcessor.on_end, 10 rules @0':44}{cost_none[0]:8.2f}"
+        f"{cost_none[1]:9.2f}   (routing only, nothing queued)"
+    )
+    print(
+        f"   ratio ours/BSP: CPU {cost_ours[0] / cost_bsp[0]:.2f}, "
+        f"wall {cost_ours[1] / cost_bsp[1]:.2f}"
+    )
 
 
 def latency(seconds: float, per_second: int) -> None:
@@ -201,13 +242,18 @@ def latency(seconds: float, per_second: int) -> None:
         span.end()
         ends[span.get_span_context().span_id] = span.end_time or 0
     processor.force_flush(30_000)
-    lat = sorted((t - ends[s.parent.span_id]) / 1e6 for t, s in exporter.times
-                 if s.parent is not None and s.parent.span_id in ends)
+    lat = sorted(
+        (t - ends[s.parent.span_id]) / 1e6
+        for t, s in exporter.times
+        if s.parent is not None and s.parent.span_id in ends
+    )
     provider.shutdown()
     p50 = lat[len(lat) // 2]
     p99 = lat[int(len(lat) * 0.99)]
-    print(f"3. span end -> eval span exported, {per_second} spans/s for {seconds:g} s, all 10 "
-          f"rules at 1.0, 100 ms batch delay ({len(lat)} eval spans)")
+    print(
+        f"3. span end -> eval span exported, {per_second} spans/s for {seconds:g} s, all 10 "
+        f"rules at 1.0, 100 ms batch delay ({len(lat)} eval spans)"
+    )
     print(f"   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {lat[-1]:7.1f} ms")
 
 
@@ -225,17 +271,21 @@ def throughput(n: int) -> None:
     evals = sum(stats.evals.values())
     scores = sum(v for (_, _, outcome), v in stats.scores.items() if outcome == "ok")
     processor.shutdown()
-    print(f"4. throughput: {n} spans, 10 rules at 1.0 (each span matches 8 of them), "
-          f"heuristic scorers{'' if ok else ' (FLUSH TIMED OUT)'}")
+    print(
+        f"4. throughput: {n} spans, 10 rules at 1.0 (each span matches 8 of them), "
+        f"heuristic scorers{'' if ok else ' (FLUSH TIMED OUT)'}"
+    )
     print(f"   {n / wall:8.0f} scored spans/s wall   {n / cpu:8.0f} scored spans per CPU-second")
-    print(f"   {evals / wall:8.0f} evals/s wall          {scores / wall:8.0f} scores/s wall "
-          f"({evals} evals, {scores} scores, {exporter.count} spans exported, "
-          f"{threading.active_count()} threads)")
+    print(
+        f"   {evals / wall:8.0f} evals/s wall          {scores / wall:8.0f} scores/s wall "
+        f"({evals} evals, {scores} scores, {exporter.count} spans exported, "
+        f"{threading.active_count()} threads)"
+    )
 
 
 def main() -> int:
     quick = "--quick" in sys.argv
-    app_thread_costs(5_000 if quick else 30_000, 3 if quick else 5)
+    app_thread_costs(5_000 if quick else 10_000, 5 if quick else 15)
     latency(2 if quick else 10, 200)
     throughput(2_000 if quick else 20_000)
     return 0

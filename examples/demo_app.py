@@ -71,8 +71,15 @@ def _messages(role: str, text: str) -> str:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
 
 
-def _llm_span(tracer: Tracer, name: str, model: str, prompt: str, answer: str | None,
-              rng: random.Random, clock: list[int]) -> None:
+def _llm_span(
+    tracer: Tracer,
+    name: str,
+    model: str,
+    prompt: str,
+    answer: str | None,
+    rng: random.Random,
+    clock: list[int],
+) -> None:
     start = clock[0]
     duration = int(rng.uniform(0.2, 1.6) * 1e9)
     attrs: dict[str, Any] = {
@@ -90,8 +97,7 @@ def _llm_span(tracer: Tracer, name: str, model: str, prompt: str, answer: str | 
     }
     if answer is not None:
         attrs["gen_ai.output.messages"] = _messages("assistant", answer)
-    span = tracer.start_span(f"{name}", kind=SpanKind.CLIENT, attributes=attrs,
-                             start_time=start)
+    span = tracer.start_span(f"{name}", kind=SpanKind.CLIENT, attributes=attrs, start_time=start)
     if answer is None:
         span.set_status(Status(StatusCode.ERROR, "upstream returned 500"))
         span.set_attribute("error.type", "500")
@@ -102,37 +108,57 @@ def _llm_span(tracer: Tracer, name: str, model: str, prompt: str, answer: str | 
 def run_app(tracer: Tracer, requests: int, seed: int) -> None:
     rng = random.Random(seed)
     clock = [time.time_ns() - requests * 5_000_000_000]
-    for i in range(requests):
+    for _ in range(requests):
         question, category = rng.choice(QUESTIONS)
         start = clock[0]
-        root = tracer.start_span("POST /support", kind=SpanKind.SERVER, start_time=start,
-                                 attributes={"http.request.method": "POST",
-                                             "http.route": "/support"})
+        root = tracer.start_span(
+            "POST /support",
+            kind=SpanKind.SERVER,
+            start_time=start,
+            attributes={"http.request.method": "POST", "http.route": "/support"},
+        )
         ctx = set_span_in_context(root)
         with tracer.start_as_current_span("handle", context=ctx, start_time=start):
             label = category if rng.random() > 0.15 else rng.choice(["Billing!", "unsure"])
             _llm_span(tracer, "categorize-message", "gpt-4o-mini", question, label, rng, clock)
             order = {"order_id": f"ORD-{rng.randint(1000, 9999)}", "items": [{"sku": "A1"}]}
             roll = rng.random()
-            order_text = (json.dumps(order) if roll > 0.25 else
-                          json.dumps({"order_id": "unknown"}) if roll > 0.1 else
-                          '{"order_id": "ORD-1", "items": [')
+            order_text = (
+                json.dumps(order)
+                if roll > 0.25
+                else json.dumps({"order_id": "unknown"})
+                if roll > 0.1
+                else '{"order_id": "ORD-1", "items": ['
+            )
             _llm_span(tracer, "extract-order", "gpt-4o-mini", question, order_text, rng, clock)
             roll = rng.random()
-            answer = (rng.choice(ANSWERS) if roll > 0.3 else
-                      None if roll < 0.05 else rng.choice(BAD_ANSWERS))
-            _llm_span(tracer, "chat", rng.choice(["gpt-4o", "gpt-4o-mini", "claude-3-5"]),
-                      question, answer, rng, clock)
+            answer = (
+                rng.choice(ANSWERS)
+                if roll > 0.3
+                else None
+                if roll < 0.05
+                else rng.choice(BAD_ANSWERS)
+            )
+            _llm_span(
+                tracer,
+                "chat",
+                rng.choice(["gpt-4o", "gpt-4o-mini", "claude-3-5"]),
+                question,
+                answer,
+                rng,
+                clock,
+            )
         root.end(end_time=clock[0] + 5_000_000)
         clock[0] += 50_000_000
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
 
 
@@ -155,28 +181,35 @@ def report(processor: OnlineEvalSpanProcessor, spans: tuple[ReadableSpan, ...]) 
         label = attrs.get("gen_ai.evaluation.score.label")
         if label is not None:
             labels[key][str(label)] += 1
-    parts = [f"{stats.seen} spans ended; "
-             f"dropped: {sum(stats.dropped.values())}; queue now: {stats.queue_size}", ""]
+    parts = [
+        f"{stats.seen} spans ended; "
+        f"dropped: {sum(stats.dropped.values())}; queue now: {stats.queue_size}",
+        "",
+    ]
     for rule in processor.rules:
         n = rule.name
         parts.append(f"rule {n} — {rule.description}")
-        parts.append(f"  seen {stats.seen}  matched {stats.selected.get(n, 0)}  "
-                     f"sampled {stats.sampled.get(n, 0)}  "
-                     f"filtered out {stats.filtered_out.get(n, 0)}  "
-                     f"scored {stats.evals.get(n, 0)}")
+        parts.append(
+            f"  seen {stats.seen}  matched {stats.selected.get(n, 0)}  "
+            f"sampled {stats.sampled.get(n, 0)}  "
+            f"filtered out {stats.filtered_out.get(n, 0)}  "
+            f"scored {stats.evals.get(n, 0)}"
+        )
         rows = []
         for use in rule.scorers:
             key = (n, use.name)
             vals = values.get(key, [])
             top = sorted(labels.get(key, {}).items(), key=lambda kv: -kv[1])[:3]
-            rows.append([
-                use.name,
-                str(len(vals) + errors.get(key, 0)),
-                f"{statistics.fmean(vals):.2f}" if vals else "-",
-                f"{sum(v >= 0.5 for v in vals) / len(vals):.0%}" if vals else "-",
-                str(errors.get(key, 0)),
-                ", ".join(f"{k}×{v}" for k, v in top) or "-",
-            ])
+            rows.append(
+                [
+                    use.name,
+                    str(len(vals) + errors.get(key, 0)),
+                    f"{statistics.fmean(vals):.2f}" if vals else "-",
+                    f"{sum(v >= 0.5 for v in vals) / len(vals):.0%}" if vals else "-",
+                    str(errors.get(key, 0)),
+                    ", ".join(f"{k} x{v}" for k, v in top) or "-",
+                ]
+            )
         table = _table(["scorer", "scores", "mean", ">=0.5", "errors", "labels"], rows)
         parts.append("    " + table.replace("\n", "\n    "))
         parts.append("")
@@ -184,9 +217,14 @@ def report(processor: OnlineEvalSpanProcessor, spans: tuple[ReadableSpan, ...]) 
 
 
 def example_tree(spans: tuple[ReadableSpan, ...]) -> str:
-    failing = {s.parent.span_id for s in spans if s.parent is not None and s.attributes
-               and s.name.startswith("score ")
-               and s.attributes.get("gen_ai.evaluation.score.value", 1.0) < 1.0}
+    failing = {
+        s.parent.span_id
+        for s in spans
+        if s.parent is not None
+        and s.attributes
+        and s.name.startswith("score ")
+        and s.attributes.get("gen_ai.evaluation.score.value", 1.0) < 1.0
+    }
     evals = [s for s in spans if s.name.startswith("eval ") and s.context is not None]
     # Show an evaluation where something failed: that is what the eval spans are for.
     evals = [s for s in evals if s.context and s.context.span_id in failing] or evals
@@ -194,13 +232,17 @@ def example_tree(spans: tuple[ReadableSpan, ...]) -> str:
         return "(no eval spans)"
     ev = max(evals, key=lambda s: (s.attributes or {}).get("online_eval.scorers.ran", 0))
     assert ev.context is not None and ev.parent is not None
-    lines = [f"scored span {ev.parent.span_id:016x} in trace {ev.context.trace_id:032x}",
-             f" └─ {ev.name}  (links to {ev.links[0].context.span_id:016x})"]
+    lines = [
+        f"scored span {ev.parent.span_id:016x} in trace {ev.context.trace_id:032x}",
+        f" └─ {ev.name}  (links to {ev.links[0].context.span_id:016x})",
+    ]
     for s in spans:
         if s.parent is not None and s.parent.span_id == ev.context.span_id:
             a = s.attributes or {}
-            what = (f"value={a.get('gen_ai.evaluation.score.value')} "
-                    f"label={a.get('gen_ai.evaluation.score.label')}")
+            what = (
+                f"value={a.get('gen_ai.evaluation.score.value')} "
+                f"label={a.get('gen_ai.evaluation.score.label')}"
+            )
             if s.status.status_code is StatusCode.ERROR:
                 what = f"ERROR {s.status.description}"
             lines.append(f"     └─ {s.name}: {what}")
@@ -218,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
 
     exporter = InMemorySpanExporter()
     processor = OnlineEvalSpanProcessor.from_yaml(args.config, exporter=exporter)
-    provider = TracerProvider(resource=Resource.create({"service.name": "support-assistant"}),
-                              id_generator=SeededIds(args.seed))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "support-assistant"}),
+        id_generator=SeededIds(args.seed),
+    )
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("demo")
 
@@ -230,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         print("evaluation did not finish within 30 s", file=sys.stderr)
         return 1
     spans = exporter.get_finished_spans()
-    print(f"support-assistant: {args.requests} requests traced in {app_time * 1000:.0f} ms; "
-          f"{sum(s.name.startswith('eval ') for s in spans)} eval spans, "
-          f"{sum(s.name.startswith('score ') for s in spans)} score spans exported\n")
+    print(
+        f"support-assistant: {args.requests} requests traced in {app_time * 1000:.0f} ms; "
+        f"{sum(s.name.startswith('eval ') for s in spans)} eval spans, "
+        f"{sum(s.name.startswith('score ') for s in spans)} score spans exported\n"
+    )
     print(report(processor, spans))
     print("One evaluation as exported (eval span + score spans):")
     print(example_tree(spans))

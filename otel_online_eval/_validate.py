@@ -47,8 +47,7 @@ class Issues:
     marks: Mapping[str, Mark] = field(default_factory=dict)
     items: list[ConfigIssue] = field(default_factory=list)
 
-    def add(self, path: str, message: str, offset: int | None = None, at_key: bool = False
-            ) -> None:
+    def add(self, path: str, message: str, offset: int | None = None, at_key: bool = False) -> None:
         """Record a problem at ``path``; ``offset`` is a column offset inside a scalar;
         ``at_key`` points at the key rather than the value (for unknown keys)."""
         mark = self.marks.get(path + KEY_SUFFIX) if at_key else None
@@ -78,8 +77,14 @@ class Issues:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 class Reader:
@@ -117,9 +122,10 @@ class Reader:
         self._seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                self.issues.add(self.at(key) if key in self.data else self.path,
-                                f"'{key}' is required" if key not in self.data
-                                else "must not be empty")
+                self.issues.add(
+                    self.at(key) if key in self.data else self.path,
+                    f"'{key}' is required" if key not in self.data else "must not be empty",
+                )
             return _MISSING
         return self.data[key]
 
@@ -141,15 +147,24 @@ class Reader:
             return default
         return value
 
-    def number(self, key: builtins.str, default: Any = None, *, lo: float | None = None,
-               hi: float | None = None, required: builtins.bool = False,
-               integer: builtins.bool = False) -> Any:
+    def number(
+        self,
+        key: builtins.str,
+        default: Any = None,
+        *,
+        lo: float | None = None,
+        hi: float | None = None,
+        required: builtins.bool = False,
+        integer: builtins.bool = False,
+    ) -> Any:
         value = self._get(key, default, required)
         if value is _MISSING:
             return default
         kind = "a whole number" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not isinstance(value, int)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (integer and not isinstance(value, int))
         ):
             self.error(key, f"must be {kind}, got {value!r}")
             return default
@@ -166,8 +181,13 @@ class Reader:
             return default
         return value
 
-    def choice(self, key: builtins.str, choices: Iterable[builtins.str], default: Any = None,
-               required: builtins.bool = False) -> Any:
+    def choice(
+        self,
+        key: builtins.str,
+        choices: Iterable[builtins.str],
+        default: Any = None,
+        required: builtins.bool = False,
+    ) -> Any:
         value = self.str(key, _MISSING, required)
         if value is _MISSING:
             return default
@@ -177,8 +197,14 @@ class Reader:
             return default
         return value
 
-    def list(self, key: builtins.str, item: Callable[[Any, builtins.str], T | None], default: Any = None,
-             required: builtins.bool = False, allow_scalar: builtins.bool = False) -> Any:
+    def list(
+        self,
+        key: builtins.str,
+        item: Callable[[Any, builtins.str], T | None],
+        default: Any = None,
+        required: builtins.bool = False,
+        allow_scalar: builtins.bool = False,
+    ) -> Any:
         """A list whose items are checked by ``item(value, path)`` (None = rejected item)."""
         value = self._get(key, default, required)
         if value is _MISSING:
@@ -195,8 +221,13 @@ class Reader:
                 out.append(checked)
         return out
 
-    def str_list(self, key: builtins.str, default: Any = None, required: builtins.bool = False,
-                 allow_scalar: builtins.bool = False) -> Any:
+    def str_list(
+        self,
+        key: builtins.str,
+        default: Any = None,
+        required: builtins.bool = False,
+        allow_scalar: builtins.bool = False,
+    ) -> Any:
         def one(value: Any, path: builtins.str) -> Any:
             if not isinstance(value, str):
                 self.issues.add(path, f"must be a string, got {_type_name(value)}")

@@ -33,8 +33,7 @@ class _Constructor(yaml.constructor.SafeConstructor):
     pass
 
 
-def _expand(text: str, path: str, mark: Mark, issues: Issues,
-            env: Mapping[str, str]) -> str | None:
+def _expand(text: str, path: str, mark: Mark, issues: Issues, env: Mapping[str, str]) -> str | None:
     if "$" not in text:
         return text
     failed = False
@@ -45,16 +44,22 @@ def _expand(text: str, path: str, mark: Mark, issues: Issues,
             return "$"
         name, default, bad = m.group(1), m.group(2), m.group(3)
         if bad is not None:
-            issues.add(path, f"cannot expand '{m.group(0)}': write ${{env:NAME}} or "
-                       "${env:NAME:-default}", m.start())
+            issues.add(
+                path,
+                f"cannot expand '{m.group(0)}': write ${{env:NAME}} or ${{env:NAME:-default}}",
+                m.start(),
+            )
             failed = True
             return ""
         value = env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:
-                issues.add(path, f"environment variable {name} is not set and "
-                           f"'{m.group(0)}' has no default (write ${{env:{name}:-default}})",
-                           m.start())
+                issues.add(
+                    path,
+                    f"environment variable {name} is not set and "
+                    f"'{m.group(0)}' has no default (write ${{env:{name}:-default}})",
+                    m.start(),
+                )
                 failed = True
                 return ""
             return default
@@ -103,11 +108,13 @@ class _Builder:
             if not isinstance(key, str):
                 key = str(key)
             child = join_path(path, key)
-            self.marks[child + KEY_SUFFIX] = Mark(key_node.start_mark.line + 1,
-                                                  key_node.start_mark.column + 1)
+            self.marks[child + KEY_SUFFIX] = Mark(
+                key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            )
             if key in out:
-                self.marks[child] = Mark(key_node.start_mark.line + 1,
-                                         key_node.start_mark.column + 1)
+                self.marks[child] = Mark(
+                    key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                )
                 self.issues.add(child, f"duplicate key '{key}'")
                 continue
             out[key] = self.build(value_node, child)

@@ -30,11 +30,15 @@ def _summary(cfg: OnlineEvalConfig) -> str:
         lines.append("")
         lines.append(f"rule {rule.name}" + (f" — {rule.description}" if rule.description else ""))
         lines.append(f"  applies to: {' or '.join(picks) if picks else 'every span'}")
-        lines.append(f"  sampling:   {rate}"
-                     + (f" (seed {rule.sampling_seed})" if rule.sampling_seed else ""))
+        lines.append(
+            f"  sampling:   {rate}"
+            + (f" (seed {rule.sampling_seed})" if rule.sampling_seed else "")
+        )
         lines.append(f"  filter:     {rule.filter.source if rule.filter else '(none)'}")
-        scorers = [f"{u.name} [{u.spec.type}]" + (f" at {u.sampling:g}" if u.sampling != 1 else "")
-                   for u in rule.scorers]
+        scorers = [
+            f"{u.name} [{u.spec.type}]" + (f" at {u.sampling:g}" if u.sampling != 1 else "")
+            for u in rule.scorers
+        ]
         lines.append(f"  scorers:    {', '.join(scorers)}")
     return "\n".join(lines)
 
@@ -53,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="otel-online-eval",
-        description="Online evaluation for LLM applications, built on OpenTelemetry.")
+        description="Online evaluation for LLM applications, built on OpenTelemetry.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check a config file and summarise its rules")
     validate.add_argument("-c", "--config", required=True, help="the YAML config file")

@@ -31,6 +31,7 @@ from otel_online_eval.genai import PRESETS
 from otel_online_eval.query import compile_filter
 from otel_online_eval.rules import ApplyTo, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
+from otel_online_eval.scorers.registry import INLINE_TYPES
 
 __all__ = ["EngineConfig", "ExtractConfig", "OnlineEvalConfig", "load_config", "parse_config"]
 
@@ -74,8 +75,9 @@ class OnlineEvalConfig:
 _TOP_KEYS = ("extract", "scorers", "rules", "export", "engine")
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
-                ) -> OnlineEvalConfig:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> OnlineEvalConfig:
     """Load and validate a YAML file.
 
     Raises:
@@ -92,8 +94,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return _parse(load_yaml(text, issues, env), issues, name)
 
 
-def parse_config(data: Mapping[str, Any] | str, env: Mapping[str, str] | None = None,
-                 source: str = "<config>") -> OnlineEvalConfig:
+def parse_config(
+    data: Mapping[str, Any] | str, env: Mapping[str, str] | None = None, source: str = "<config>"
+) -> OnlineEvalConfig:
     """Validate a config given as a mapping or as YAML text.
 
     Raises:
@@ -126,8 +129,10 @@ def _read_extract(r: Reader) -> ExtractConfig:
         return ExtractConfig()
     for i, name in enumerate(presets):
         if name not in PRESETS:
-            r.issues.add(f"{r.at('presets')}[{i}]",
-                         f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+            r.issues.add(
+                f"{r.at('presets')}[{i}]",
+                f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}",
+            )
     return ExtractConfig(tuple(presets))
 
 
@@ -145,7 +150,9 @@ def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
         scorer = SCORER_TYPES[kind](str(name), opts)
         opts.done()
         if scorer is not None:
-            specs[str(name)] = ScorerSpec(str(name), scorer, kind, float(timeout_s), float(scale))
+            specs[str(name)] = ScorerSpec(
+                str(name), scorer, kind, float(timeout_s), float(scale), inline=kind in INLINE_TYPES
+            )
     return specs
 
 
@@ -172,8 +179,7 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
             except FilterSyntaxError as exc:
                 r.error("filter", f"filter does not parse: {exc.message}", exc.position)
         apply_to = _read_apply_to(r.sub("apply_to"))
-        uses = r.list("scorers", lambda v, p: _read_use(v, p, scorers, top.issues),
-                      required=True)
+        uses = r.list("scorers", lambda v, p: _read_use(v, p, scorers, top.issues), required=True)
         if r.data.get("scorers") == []:
             r.error("scorers", "must name at least one scorer")
         if uses:
@@ -185,9 +191,15 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
         r.done()
         if name is None or uses is None:
             return None
-        return Rule(name=name, scorers=tuple(uses), description=description,
-                    sampling=float(sampling), sampling_seed=seed, filter=compiled,
-                    apply_to=apply_to)
+        return Rule(
+            name=name,
+            scorers=tuple(uses),
+            description=description,
+            sampling=float(sampling),
+            sampling_seed=seed,
+            filter=compiled,
+            apply_to=apply_to,
+        )
 
     rules = top.list("rules", one, default=[])
     return tuple(rules)
@@ -201,8 +213,9 @@ def _read_apply_to(r: Reader) -> ApplyTo:
     return ApplyTo(root, local_root, frozenset(names))
 
 
-def _read_use(value: Any, path: str, scorers: Mapping[str, ScorerSpec],
-              issues: Issues) -> ScorerUse | None:
+def _read_use(
+    value: Any, path: str, scorers: Mapping[str, ScorerSpec], issues: Issues
+) -> ScorerUse | None:
     rate = 1.0
     if isinstance(value, str):
         name, name_path = value, path
@@ -227,16 +240,20 @@ def _read_use(value: Any, path: str, scorers: Mapping[str, ScorerSpec],
 
 def _failed_scorer_names(issues: Issues) -> set[str]:
     """Scorers that exist but failed validation (their rule references are not reported)."""
-    return {i.path.split(".")[1] for i in issues.items
-            if i.path.startswith("scorers.") and i.path.count(".") >= 1}
+    return {
+        i.path.split(".")[1]
+        for i in issues.items
+        if i.path.startswith("scorers.") and i.path.count(".") >= 1
+    }
 
 
 def _read_engine(r: Reader) -> EngineConfig:
     d = EngineConfig()
     cfg = EngineConfig(
         queue_size=int(r.number("queue_size", d.queue_size, lo=1, integer=True)),
-        max_concurrent_evals=int(r.number("max_concurrent_evals", d.max_concurrent_evals,
-                                          lo=1, integer=True)),
+        max_concurrent_evals=int(
+            r.number("max_concurrent_evals", d.max_concurrent_evals, lo=1, integer=True)
+        ),
         threads=int(r.number("threads", d.threads, lo=1, hi=256, integer=True)),
         shutdown_timeout_s=float(r.number("shutdown_timeout_s", d.shutdown_timeout_s, lo=0)),
     )

@@ -37,8 +37,8 @@ __all__ = [
     "EVAL_RESULT_EVENT",
     "RULE_ATTR",
     "SCORER_ATTR",
-    "EvalResult",
     "Emitter",
+    "EvalResult",
     "ScorerRun",
     "Target",
 ]
@@ -107,9 +107,7 @@ class EvalResult:
 def _attr_value(value: Any) -> AttributeValue:
     if isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, str) for v in value
-    ):
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
     return json.dumps(value, default=str, ensure_ascii=False)
 
@@ -184,27 +182,31 @@ class Emitter:
             events.append(Event(EVAL_RESULT_EVENT, event_attrs, run.end_ns))
         status = Status(StatusCode.UNSET)
         if failed:
-            status = Status(StatusCode.ERROR,
-                            f"{len(failed)} of {len(runs)} scorers failed: "
-                            + ", ".join(r.name for r in failed))
+            status = Status(
+                StatusCode.ERROR,
+                f"{len(failed)} of {len(runs)} scorers failed: "
+                + ", ".join(r.name for r in failed),
+            )
         parent = None
         if target.parent_span_id is not None:
             parent = SpanContext(target.trace_id, target.parent_span_id, False, _SAMPLED)
         links = [Link(target.link, {"online_eval.link": "scored_span"})] if target.link else []
-        self.sink.on_end(ReadableSpan(
-            name=f"eval {rule}",
-            context=eval_ctx,
-            parent=parent,
-            resource=target.resource,
-            attributes=MappingProxyType(attrs),
-            events=events,
-            links=links,
-            kind=SpanKind.INTERNAL,
-            status=status,
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=SCOPE,
-        ))
+        self.sink.on_end(
+            ReadableSpan(
+                name=f"eval {rule}",
+                context=eval_ctx,
+                parent=parent,
+                resource=target.resource,
+                attributes=MappingProxyType(attrs),
+                events=events,
+                links=links,
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=start_ns,
+                end_time=end_ns,
+                instrumentation_scope=SCOPE,
+            )
+        )
         return EvalResult(
             rule=rule,
             scores={r.name: r.score for r in runs if r.score is not None},
@@ -214,8 +216,9 @@ class Emitter:
             span_id=eval_ctx.span_id,
         )
 
-    def _score_span(self, run: ScorerRun, rule: str, eval_ctx: SpanContext,
-                    resource: Resource) -> ReadableSpan:
+    def _score_span(
+        self, run: ScorerRun, rule: str, eval_ctx: SpanContext, resource: Resource
+    ) -> ReadableSpan:
         attrs: dict[str, AttributeValue] = {SCORER_ATTR: run.name, RULE_ATTR: rule}
         attrs.update(_score_attrs(run.name, run.score))
         if run.sampling_rate != 1.0:
@@ -232,15 +235,20 @@ class Emitter:
             attrs["error.type"] = _error_type(run)
             status = Status(StatusCode.ERROR, _message(run))
             stack = "".join(traceback.format_exception(error)) if error is not None else ""
-            events.append(Event("exception", {
-                "exception.type": type(error).__name__,
-                "exception.message": str(error),
-                "exception.stacktrace": stack,
-            }, run.end_ns))
+            events.append(
+                Event(
+                    "exception",
+                    {
+                        "exception.type": type(error).__name__,
+                        "exception.message": str(error),
+                        "exception.stacktrace": stack,
+                    },
+                    run.end_ns,
+                )
+            )
         return ReadableSpan(
             name=f"score {run.name}",
-            context=SpanContext(eval_ctx.trace_id, self._ids.generate_span_id(), False,
-                                _SAMPLED),
+            context=SpanContext(eval_ctx.trace_id, self._ids.generate_span_id(), False, _SAMPLED),
             parent=eval_ctx,
             resource=resource,
             attributes=MappingProxyType(attrs),

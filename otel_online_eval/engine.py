@@ -4,7 +4,9 @@ The front doors (the in-process span processor, the sidecar) do only this on the
 find the span's :class:`Route` (the rules whose ``apply_to`` picks a span of that name and parent
 kind, cached), bump its counter, compute the trace's sampling hash once, and, when some rule of
 the route may sample it, :meth:`Engine.submit` it. ``submit`` appends to a bounded deque (full:
-the span is dropped and counted, the caller never waits) and wakes the loop only when it is idle.
+the span is dropped and counted, the caller never waits). It wakes the loop only when the loop
+sleeps or a backlog builds up: while spans keep coming, the loop polls the queue every 5 ms, so
+the application's thread does not pay a wake-up (a syscall) per span.
 
 On the loop each span is turned into a :class:`~otel_online_eval.spanview.SpanView`, every rule
 of its route decides (sampling, filter), and each matching rule's scorers run concurrently:
@@ -35,11 +37,11 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval._errors import ScorerError
 from otel_online_eval.config import EngineConfig
-from otel_online_eval.emit import EvalResult, Emitter, ScorerRun, Target
+from otel_online_eval.emit import Emitter, EvalResult, ScorerRun, Target
 from otel_online_eval.metrics import Tally, register_metrics
 from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
 from otel_online_eval.sampling import FULL
-from otel_online_eval.scorers.base import EvalInput, is_async_scorer, to_score
+from otel_online_eval.scorers.base import EvalInput, Score, is_async_scorer, to_score
 from otel_online_eval.spanview import SpanView
 
 __all__ = ["Engine", "EngineStats", "Route", "Router"]
@@ -48,6 +50,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ROUTE_CACHE_LIMIT = 4096
+_INLINE_BATCH = 256  # inline spans evaluated per turn of the loop before yielding
+_TICK_S = 0.005  # how often the loop polls the queue while spans keep coming
+_IDLE_TICKS = 200  # polls finding nothing (1 s) before it sleeps until woken
+_WAKE_AT = 64  # a backlog this long wakes the loop at once even while it polls
 
 
 class Route:
@@ -58,11 +64,12 @@ class Route:
     seed or a callable sampler make it FULL (they decide on the workers).
     """
 
-    __slots__ = ("bound", "rules", "seen")
+    __slots__ = ("bound", "inline", "rules", "seen")
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self.seen = Tally()
+        self.inline = all(rule.inline for rule in rules)
         bound = 0
         for rule in rules:
             bound = max(bound, FULL if rule.salt or rule.sampling_is_callable else rule.bound)
@@ -154,7 +161,9 @@ class Engine:
         self._make_view = make_view
         self._queue: deque[Item | _Marker] = deque()
         self._max_queue = self.config.queue_size
-        self._pump_pending = False
+        self._wake_pending = False
+        self._ticking = False
+        self._idle_ticks = 0
         self._closed = False
         self._lock = threading.Lock()
         self._shutdown_done = False
@@ -169,10 +178,12 @@ class Engine:
         self._is_async: dict[int, bool] = {}
         self._last_log: dict[str, float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.config.threads, thread_name_prefix="online-eval-scorer")
+            self.config.threads, thread_name_prefix="online-eval-scorer"
+        )
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="online-eval-engine",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_loop, name="online-eval-engine", daemon=True
+        )
         self._thread.start()
         self._record_duration = register_metrics(self._readings(), meter_provider)
 
@@ -192,24 +203,27 @@ class Engine:
         queue = self._queue
         if len(queue) >= self._max_queue:
             self._dropped["queue_full"].add()
-            self._log_limited("queue_full", "Evaluation queue full (%d), dropping a span.",
-                              self._max_queue)
+            self._log_limited(
+                "queue_full", "Evaluation queue full (%d), dropping a span.", self._max_queue
+            )
             return
         queue.append((payload, route, hash_))
-        if not self._pump_pending:
-            self._pump_pending = True
+        # While the loop polls the queue (it does so every few ms once it has work), a
+        # wake-up (a syscall) is only worth it for a backlog.
+        if (not self._ticking or len(queue) >= _WAKE_AT) and not self._wake_pending:
+            self._wake_pending = True
             try:
-                self._loop.call_soon_threadsafe(self._pump)
+                self._loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # the loop closed under a racing shutdown
                 self._dropped["shutdown"].add()
 
-    def evaluate(self, name: str, inp: EvalInput, uses: Sequence[ScorerUse], target: Target
-                 ) -> EvalFuture[EvalResult]:
+    def evaluate(
+        self, name: str, inp: EvalInput, uses: Sequence[ScorerUse], target: Target
+    ) -> EvalFuture[EvalResult]:
         """Run scorers on a given input outside of any rule (the direct API)."""
         future: EvalFuture[EvalResult] = EvalFuture()
         if self._closed:
-            future.set_exception(RuntimeError("Cannot evaluate: the processor has been shut "
-                                              "down."))
+            future.set_exception(RuntimeError("Cannot evaluate: the processor has been shut down."))
             return future
         with self._lock:
             self._direct.add(future)
@@ -217,7 +231,7 @@ class Engine:
 
         async def run() -> None:
             try:
-                future.set_result(await self._evaluate(name, inp, uses, target, 1.0, 0))
+                future.set_result(await self._evaluate(name, inp, uses, target))
             except BaseException as exc:  # cancelled at shutdown, or a bug: tell the caller
                 if not future.done():
                     future.set_exception(exc)
@@ -304,30 +318,53 @@ class Engine:
         else:
             self._loop.stop()
 
+    def _wake(self) -> None:
+        self._wake_pending = False
+        if not self._ticking:
+            self._ticking = True
+            self._idle_ticks = 0
+            self._loop.call_later(_TICK_S, self._tick)
+        self._pump()
+
+    def _tick(self) -> None:
+        if self._queue:
+            self._idle_ticks = 0
+            self._pump()
+        else:
+            self._idle_ticks += 1
+            if self._idle_ticks >= _IDLE_TICKS:
+                self._ticking = False
+                # A span appended before the flag was reset saw it set and did not wake
+                # us: look once more after publishing it.
+                if not self._queue:
+                    return
+                self._ticking = True
+        self._loop.call_later(_TICK_S, self._tick)
+
     def _pump(self) -> None:
         queue = self._queue
         limit = self.config.max_concurrent_evals
-        while True:
-            while queue:
-                head = queue[0]
-                if isinstance(head, _Marker):
-                    queue.popleft()
-                    self._start_task(self._flush_marker(head, set(self._tasks)))
-                elif self._inflight < limit:
-                    queue.popleft()
-                    self._inflight += 1
-                    self._start_task(self._process(head), counts_inflight=True)
-                else:
-                    return  # a finishing evaluation pumps again; keep _pump_pending set
-            self._pump_pending = False
-            # A span appended after the loop above looked, but before the flag was reset,
-            # saw the flag still set and did not wake us: look once more.
-            if not queue:
-                return
-            self._pump_pending = True
+        budget = _INLINE_BATCH
+        while queue:
+            head = queue[0]
+            if isinstance(head, _Marker):
+                queue.popleft()
+                self._start_task(self._flush_marker(head, set(self._tasks)))
+            elif head[1].inline:
+                if not budget:  # let timers and other callbacks run, then go on
+                    self._loop.call_soon(self._pump)
+                    return
+                budget -= 1
+                queue.popleft()
+                self._process_inline(head)
+            elif self._inflight < limit:
+                queue.popleft()
+                self._inflight += 1
+                self._start_task(self._process(head), counts_inflight=True)
+            else:
+                return  # a finishing evaluation pumps again
 
-    def _start_task(self, coro: Coroutine[Any, Any, None], counts_inflight: bool = False
-                    ) -> None:
+    def _start_task(self, coro: Coroutine[Any, Any, None], counts_inflight: bool = False) -> None:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
 
@@ -353,22 +390,60 @@ class Engine:
             await asyncio.wait(before)
         marker.done.set()
 
+    def _process_inline(self, item: Item) -> None:
+        """Evaluate a span whose rules all decide and score without awaiting anything."""
+        try:
+            payload, route, hash_ = item
+            view = self._make_view(payload)
+            for rule in route.rules:
+                rule_hash = self._decide(rule, view, hash_)
+                if rule_hash is not None:
+                    start = time.time_ns()
+                    inp = _eval_input(view, rule.name)
+                    runs, sampled_out = [], []
+                    for use in rule.scorers:
+                        if rule_hash >= rule.scorer_bound(use):
+                            sampled_out.append(use.name)
+                            self._count_score(rule.name, use.name, "sampled_out")
+                        else:
+                            runs.append(self._run_inline(rule.name, use, inp))
+                    self._emit_rule(view, rule, runs, sampled_out, start)
+        except Exception as exc:
+            self._dropped["error"].add()
+            self._log_limited("engine_error", "Evaluation failed: %r", exc)
+
+    def _decide(self, rule: Rule, view: SpanView, hash_: int) -> int | None:
+        """Rate sampling and filter; the rule's hash when the span is to be scored."""
+        rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
+        if rule_hash >= rule.bound:
+            return None
+        self._sampled[rule.name] = self._sampled.get(rule.name, 0) + 1
+        if not self._filter_passes(rule, view):
+            return None
+        return rule_hash
+
+    def _filter_passes(self, rule: Rule, view: SpanView) -> bool:
+        if rule.filter is None or rule.filter(view):
+            return True
+        self._filtered_out[rule.name] = self._filtered_out.get(rule.name, 0) + 1
+        return False
+
     async def _process(self, item: Item) -> None:
         payload, route, hash_ = item
         view = self._make_view(payload)
         evals = []
         for rule in route.rules:
-            rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
             if rule.sampling_is_callable:
                 if not await self._callable_sample(rule, view):
                     continue
-            elif rule_hash >= rule.bound:
-                continue
-            self._sampled[rule.name] = self._sampled.get(rule.name, 0) + 1
-            if not rule.check_filter(view).matched:
-                self._filtered_out[rule.name] = self._filtered_out.get(rule.name, 0) + 1
-                continue
-            evals.append(self._evaluate_span(view, rule, rule_hash))
+                self._sampled[rule.name] = self._sampled.get(rule.name, 0) + 1
+                if not self._filter_passes(rule, view):
+                    continue
+                rule_hash: int | None = rule.hash(view.trace_id)
+            else:
+                rule_hash = self._decide(rule, view, hash_)
+            if rule_hash is not None:
+                evals.append(self._evaluate_span(view, rule, rule_hash))
         if evals:
             await asyncio.gather(*evals)
 
@@ -384,74 +459,114 @@ class Engine:
                 if inspect.isawaitable(verdict):
                     verdict = await verdict
         except Exception:
-            self._log_limited(f"sampler:{rule.name}", "Sampling callable of rule %r raised; "
-                              "the span is not sampled.", rule.name, exc_info=True)
+            self._log_limited(
+                f"sampler:{rule.name}",
+                "Sampling callable of rule %r raised; the span is not sampled.",
+                rule.name,
+                exc_info=True,
+            )
             return False
         return verdict is True
 
     async def _evaluate_span(self, view: SpanView, rule: Rule, rule_hash: int) -> None:
-        g = view.genai
-        inp = EvalInput(g.input, g.output, view, rule.name, g.model)
-        target = Target(view.trace_id, view.span_id, _link_to(view), view.sdk_resource(),
-                        view.name)
-        await self._evaluate(rule.name, inp, rule.scorers, target, rule.rate, rule_hash, rule)
+        start = time.time_ns()
+        runs, sampled_out = await self._run_all(
+            rule.name, rule.scorers, _eval_input(view, rule.name), rule, rule_hash
+        )
+        self._emit_rule(view, rule, runs, sampled_out, start)
+
+    def _emit_rule(
+        self,
+        view: SpanView,
+        rule: Rule,
+        runs: Sequence[ScorerRun],
+        sampled_out: Sequence[str],
+        start: int,
+    ) -> None:
+        target = Target(view.trace_id, view.span_id, _link_to(view), view.sdk_resource(), view.name)
+        attrs: dict[str, Any] = {}
+        if rule.description:
+            attrs["online_eval.rule.description"] = rule.description
+        if rule.rate is not None:
+            attrs["online_eval.sampling.rate"] = rule.rate
+        self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
         self._evals[rule.name] = self._evals.get(rule.name, 0) + 1
 
-    async def _evaluate(self, name: str, inp: EvalInput, uses: Sequence[ScorerUse],
-                        target: Target, rate: float | None, hash_: int,
-                        rule: Rule | None = None) -> EvalResult:
-        start = time.time_ns()
-        runs: list[Awaitable[ScorerRun]] = []
+    async def _run_all(
+        self, name: str, uses: Sequence[ScorerUse], inp: EvalInput, rule: Rule | None, hash_: int
+    ) -> tuple[list[ScorerRun], list[str]]:
+        """Run the scorers that sampling keeps: inline ones now, the rest concurrently."""
+        runs: list[ScorerRun | None] = []
+        waiting: list[Awaitable[ScorerRun]] = []
         sampled_out: list[str] = []
         for use in uses:
             if rule is not None and hash_ >= rule.scorer_bound(use):
                 sampled_out.append(use.name)
                 self._count_score(name, use.name, "sampled_out")
-                continue
-            runs.append(self._run_scorer(name, use, inp))
-        results = await asyncio.gather(*runs)
-        rule_attrs: dict[str, Any] = {}
-        if rule is not None:
-            if rule.description:
-                rule_attrs["online_eval.rule.description"] = rule.description
-            if rate is not None:
-                rule_attrs["online_eval.sampling.rate"] = rate
-        return self.emitter.emit(target, name, results, sampled_out, start, time.time_ns(),
-                                 rule_attrs)
+            elif use.spec.inline:
+                runs.append(self._run_inline(name, use, inp))
+            else:
+                runs.append(None)
+                waiting.append(self._run_scorer(name, use, inp))
+        if waiting:
+            done = iter(await asyncio.gather(*waiting))
+            return [r if r is not None else next(done) for r in runs], sampled_out
+        return [r for r in runs if r is not None], sampled_out
+
+    async def _evaluate(
+        self, name: str, inp: EvalInput, uses: Sequence[ScorerUse], target: Target
+    ) -> EvalResult:
+        start = time.time_ns()
+        runs, sampled_out = await self._run_all(name, uses, inp, None, 0)
+        return self.emitter.emit(target, name, runs, sampled_out, start, time.time_ns())
+
+    def _run_inline(self, rule: str, use: ScorerUse, inp: EvalInput) -> ScorerRun:
+        spec = use.spec
+        start, started = time.time_ns(), time.monotonic()
+        try:
+            return self._finish(
+                rule, use, to_score(spec.scorer.score(inp), spec.scale), None, start, started
+            )
+        except Exception as exc:
+            return self._finish(rule, use, None, exc, start, started)
 
     async def _run_scorer(self, rule: str, use: ScorerUse, inp: EvalInput) -> ScorerRun:
         spec = use.spec
-        start = time.time_ns()
-        started = time.monotonic()
-        error: BaseException | None = None
-        score = None
-        timed_out = False
+        start, started = time.time_ns(), time.monotonic()
         try:
             result = await asyncio.wait_for(self._call(spec, inp), spec.timeout_s)
-            score = to_score(result, spec.scale)
+            return self._finish(rule, use, to_score(result, spec.scale), None, start, started)
         except asyncio.TimeoutError:
-            timed_out = True
-            error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after "
-                                       f"{spec.timeout_s:g}s")
+            error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after {spec.timeout_s:g}s")
+            return self._finish(rule, use, None, error, start, started, timed_out=True)
         except Exception as exc:
-            error = exc
-        elapsed = time.monotonic() - started
+            return self._finish(rule, use, None, exc, start, started)
+
+    def _finish(
+        self,
+        rule: str,
+        use: ScorerUse,
+        score: Score | None,
+        error: BaseException | None,
+        start: int,
+        started: float,
+        timed_out: bool = False,
+    ) -> ScorerRun:
         outcome = "ok" if error is None else ("timeout" if timed_out else "error")
-        self._count_score(rule, spec.name, outcome)
-        self._record_duration(elapsed, {"rule": rule, "scorer": spec.name})
+        self._count_score(rule, use.name, outcome)
+        self._record_duration(time.monotonic() - started, {"rule": rule, "scorer": use.name})
         if error is not None:
-            self._log_limited(f"scorer:{spec.name}", "Scorer %r failed in rule %r: %s",
-                              spec.name, rule, error)
-        return ScorerRun(spec.name, score, error, start, time.time_ns(), use.sampling,
-                         timed_out)
+            self._log_limited(
+                f"scorer:{use.name}", "Scorer %r failed in rule %r: %s", use.name, rule, error
+            )
+        return ScorerRun(use.name, score, error, start, time.time_ns(), use.sampling, timed_out)
 
     async def _call(self, spec: ScorerSpec, inp: EvalInput) -> Any:
         key = id(spec.scorer)
         is_async = self._is_async.get(key)
         if is_async is None:
             is_async = self._is_async[key] = is_async_scorer(spec.scorer)
-        result = spec.scorer.score(inp) if is_async else await self._in_pool(
-            spec.scorer.score, inp)
+        result = spec.scorer.score(inp) if is_async else await self._in_pool(spec.scorer.score, inp)
         while inspect.isawaitable(result):
             result = await result
         return result
@@ -502,13 +617,20 @@ class Engine:
             "online_eval.spans.sampled": per_rule("sampled"),
             "online_eval.spans.filtered_out": per_rule("filtered_out"),
             "online_eval.spans.dropped": lambda: [
-                (t.value, {"reason": k}) for k, t in self._dropped.items()],
+                (t.value, {"reason": k}) for k, t in self._dropped.items()
+            ],
             "online_eval.evals": per_rule("evals"),
             "online_eval.scores": lambda: [
                 (v, {"rule": r, "scorer": s, "outcome": o})
-                for (r, s, o), v in dict(self._scores).items()],
+                for (r, s, o), v in dict(self._scores).items()
+            ],
             "online_eval.queue.size": lambda: [(len(self._queue), {})],
         }
+
+
+def _eval_input(view: SpanView, rule: str) -> EvalInput:
+    g = view.genai
+    return EvalInput(g.input, g.output, view, rule, g.model)
 
 
 def _link_to(view: SpanView) -> SpanContext:

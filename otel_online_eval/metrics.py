@@ -4,17 +4,20 @@ The counts are kept as plain tallies by the engine (the application's thread onl
 atomic counter) and published through observable instruments of the OpenTelemetry metrics API,
 so recording costs nothing when no ``MeterProvider`` is configured.
 
-| name | kind | unit | attributes | meaning |
-|---|---|---|---|---|
-| ``online_eval.spans.seen`` | counter | {span} | | spans that ended and were looked at |
-| ``online_eval.spans.selected`` | counter | {span} | rule | spans the rule's ``apply_to`` picked |
-| ``online_eval.spans.sampled`` | counter | {span} | rule | selected spans kept by sampling |
-| ``online_eval.spans.filtered_out`` | counter | {span} | rule | sampled spans the filter refused |
-| ``online_eval.spans.dropped`` | counter | {span} | reason | spans not evaluated: ``queue_full``, ``shutdown``, ``error`` |
-| ``online_eval.evals`` | counter | {eval} | rule | evaluations finished and handed to the exporter |
-| ``online_eval.scores`` | counter | {score} | rule, scorer, outcome | scorer runs: ``ok``, ``error``, ``timeout``, ``sampled_out`` |
-| ``online_eval.queue.size`` | gauge | {span} | | spans waiting for a worker |
-| ``online_eval.scorer.duration`` | histogram | s | rule, scorer | time one scorer call took |
+Counters (all ``{span}``, ``{eval}`` or ``{score}``):
+
+- ``online_eval.spans.seen``: spans that ended and were looked at.
+- ``online_eval.spans.selected`` {rule}: spans the rule's ``apply_to`` picked.
+- ``online_eval.spans.sampled`` {rule}: selected spans kept by sampling.
+- ``online_eval.spans.filtered_out`` {rule}: sampled spans the filter refused.
+- ``online_eval.spans.dropped`` {reason}: spans not evaluated: ``queue_full``, ``shutdown``,
+  ``error``.
+- ``online_eval.evals`` {rule}: evaluations finished and handed to the exporter.
+- ``online_eval.scores`` {rule, scorer, outcome}: scorer runs: ``ok``, ``error``, ``timeout``,
+  ``sampled_out``.
+
+Gauge ``online_eval.queue.size``: spans waiting for a worker. Histogram
+``online_eval.scorer.duration`` (s) {rule, scorer}: time one scorer call took.
 """
 
 from __future__ import annotations
@@ -58,32 +61,50 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {
     m.name: m
     for m in (
-        MetricSpec("online_eval.spans.seen", "counter", "{span}",
-                   "Spans that ended and were looked at"),
-        MetricSpec("online_eval.spans.selected", "counter", "{span}",
-                   "Spans a rule's apply_to picked"),
-        MetricSpec("online_eval.spans.sampled", "counter", "{span}",
-                   "Selected spans kept by a rule's sampling"),
-        MetricSpec("online_eval.spans.filtered_out", "counter", "{span}",
-                   "Sampled spans a rule's filter refused"),
-        MetricSpec("online_eval.spans.dropped", "counter", "{span}",
-                   "Spans not evaluated, by reason"),
-        MetricSpec("online_eval.evals", "counter", "{eval}",
-                   "Evaluations finished and handed to the exporter"),
-        MetricSpec("online_eval.scores", "counter", "{score}",
-                   "Scorer runs by outcome: ok, error, timeout, sampled_out"),
-        MetricSpec("online_eval.queue.size", "gauge", "{span}",
-                   "Spans waiting for a worker"),
-        MetricSpec("online_eval.scorer.duration", "histogram", "s",
-                   "Time one scorer call took"),
+        MetricSpec(
+            "online_eval.spans.seen", "counter", "{span}", "Spans that ended and were looked at"
+        ),
+        MetricSpec(
+            "online_eval.spans.selected", "counter", "{span}", "Spans a rule's apply_to picked"
+        ),
+        MetricSpec(
+            "online_eval.spans.sampled",
+            "counter",
+            "{span}",
+            "Selected spans kept by a rule's sampling",
+        ),
+        MetricSpec(
+            "online_eval.spans.filtered_out",
+            "counter",
+            "{span}",
+            "Sampled spans a rule's filter refused",
+        ),
+        MetricSpec(
+            "online_eval.spans.dropped", "counter", "{span}", "Spans not evaluated, by reason"
+        ),
+        MetricSpec(
+            "online_eval.evals",
+            "counter",
+            "{eval}",
+            "Evaluations finished and handed to the exporter",
+        ),
+        MetricSpec(
+            "online_eval.scores",
+            "counter",
+            "{score}",
+            "Scorer runs by outcome: ok, error, timeout, sampled_out",
+        ),
+        MetricSpec("online_eval.queue.size", "gauge", "{span}", "Spans waiting for a worker"),
+        MetricSpec("online_eval.scorer.duration", "histogram", "s", "Time one scorer call took"),
     )
 }
 
 Reading = Callable[[], Iterable[tuple[float, dict[str, str]]]]
 
 
-def register_metrics(readings: dict[str, Reading], meter_provider: MeterProvider | None = None
-                     ) -> Callable[[float, dict[str, str]], None]:
+def register_metrics(
+    readings: dict[str, Reading], meter_provider: MeterProvider | None = None
+) -> Callable[[float, dict[str, str]], None]:
     """Create the observable instruments and the scorer-duration histogram.
 
     Args:

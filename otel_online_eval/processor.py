@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from otel_online_eval.config import EngineConfig, OnlineEvalConfig, load_config, parse_config
-from otel_online_eval.emit import EvalResult, Emitter, Target
+from otel_online_eval.emit import Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, EngineStats, EvalFuture
 from otel_online_eval.exporters import build_span_processor
 from otel_online_eval.rules import (
@@ -42,7 +42,7 @@ from otel_online_eval.rules import (
     ScorerUse,
     _as_use,
 )
-from otel_online_eval.sampling import sample_hash
+from otel_online_eval.sampling import shared_hash
 from otel_online_eval.scorers.base import EvalInput
 from otel_online_eval.spanview import SdkSpanView
 
@@ -138,15 +138,16 @@ class OnlineEvalSpanProcessor(SpanProcessor):
         """Route and maybe queue the span; never blocks, never raises."""
         try:
             parent = span.parent
-            state = NO_PARENT if parent is None else (
-                REMOTE_PARENT if parent.is_remote else LOCAL_PARENT)
+            state = (
+                NO_PARENT
+                if parent is None
+                else (REMOTE_PARENT if parent.is_remote else LOCAL_PARENT)
+            )
             name = span.name
             route = self._cache[state].get(name) or self._route(name, state)
             route.seen.add()
             if route.bound:
-                ctx = span.context
-                assert ctx is not None
-                hash_ = sample_hash(ctx.trace_id)
+                hash_ = shared_hash(span.context.trace_id)
                 if hash_ < route.bound:
                     self._submit(span, route, hash_)
         except Exception:  # never into the app; say so, but not on every span
@@ -154,8 +155,9 @@ class OnlineEvalSpanProcessor(SpanProcessor):
             now = time.monotonic()
             if now - self._last_error_log > 10.0:
                 self._last_error_log = now
-                logger.exception("Online evaluation could not look at a span "
-                                 "(%d so far).", self._seen_errors)
+                logger.exception(
+                    "Online evaluation could not look at a span (%d so far).", self._seen_errors
+                )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until every span ended so far is evaluated and its eval spans exported."""
@@ -239,7 +241,9 @@ def evaluate(
     """
     target = processor or (_default() if _default is not None else None)
     if target is None:
-        raise RuntimeError("evaluate() needs an OnlineEvalSpanProcessor: create one first "
-                           "or pass processor=")
-    return target.evaluate(name, input=input, output=output, scorers=scorers, link=link,
-                           metadata=metadata)
+        raise RuntimeError(
+            "evaluate() needs an OnlineEvalSpanProcessor: create one first or pass processor="
+        )
+    return target.evaluate(
+        name, input=input, output=output, scorers=scorers, link=link, metadata=metadata
+    )

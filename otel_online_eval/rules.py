@@ -20,7 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
 
 from otel_online_eval.sampling import FULL, SamplerFn, bound, sample_hash, seed_salt
-from otel_online_eval.scorers.base import FunctionScorer, Scorer
+from otel_online_eval.scorers.base import FunctionScorer, Scorer, is_async_scorer
 
 if TYPE_CHECKING:
     from otel_online_eval.query import CompiledFilter
@@ -88,6 +88,9 @@ class ScorerSpec:
         type: the YAML type (``python-object`` for scorers given in code).
         timeout_s: how long one call may take before it is recorded as a timeout.
         scale: the top of the scorer's scale; values are divided by it.
+        inline: run on the engine's loop rather than in the thread pool (sync, cheap and
+            bounded scorers only: the timeout cannot interrupt them). Scorers in code opt in
+            with a class attribute ``inline = True``.
     """
 
     name: str
@@ -95,6 +98,7 @@ class ScorerSpec:
     type: str = "python-object"
     timeout_s: float = DEFAULT_TIMEOUT_S
     scale: float = 1.0
+    inline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +140,15 @@ class ApplyTo:
             wanted.append("a local root span")
         if self.span_names:
             wanted.append(f"named one of {sorted(self.span_names)}")
-        where = {NO_PARENT: "a root span", REMOTE_PARENT: "a span with a remote parent",
-                 LOCAL_PARENT: "a child span"}[parent]
+        where = {
+            NO_PARENT: "a root span",
+            REMOTE_PARENT: "a span with a remote parent",
+            LOCAL_PARENT: "a child span",
+        }[parent]
         return f"{where} named {name!r} is not " + " or ".join(wanted)
 
 
-ScorerLike = Union[Scorer, Callable[..., Any], ScorerSpec, ScorerUse, tuple[Any, float]]
+ScorerLike = Union[Scorer, Callable[..., Any], ScorerSpec, ScorerUse, tuple[Any, float]]  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,7 @@ class Rule:
     apply_to: ApplyTo = field(default_factory=ApplyTo)
     salt: int = field(init=False, repr=False)
     bound: int = field(init=False, repr=False)
+    inline: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.sampling, (int, float)) and not isinstance(self.sampling, bool):
@@ -174,8 +182,10 @@ class Rule:
         elif callable(self.sampling):
             rate_bound = FULL
         else:
-            raise TypeError(f"rule {self.name!r}: sampling must be a number in [0, 1] or a "
-                            f"callable, got {self.sampling!r}")
+            raise TypeError(
+                f"rule {self.name!r}: sampling must be a number in [0, 1] or a "
+                f"callable, got {self.sampling!r}"
+            )
         names = [use.name for use in self.scorers]
         if len(set(names)) != len(names):
             raise ValueError(f"rule {self.name!r}: scorer names must be unique, got {names}")
@@ -183,6 +193,12 @@ class Rule:
             bound(use.sampling)  # raises ValueError when out of range
         object.__setattr__(self, "salt", seed_salt(self.sampling_seed))
         object.__setattr__(self, "bound", rate_bound)
+        # Decided without awaiting anything: rate sampling and inline scorers only.
+        object.__setattr__(
+            self,
+            "inline",
+            not callable(self.sampling) and all(use.spec.inline for use in self.scorers),
+        )
 
     @classmethod
     def create(
@@ -253,11 +269,13 @@ class Rule:
         """
         parent = parent_state(view)
         if not self.apply_to.selects(view.name, parent):
-            return Decision(self.name, False, Stage.SELECTION,
-                            self.apply_to.why_not(view.name, parent))
+            return Decision(
+                self.name, False, Stage.SELECTION, self.apply_to.why_not(view.name, parent)
+            )
         if not ignore_sampling and self.hash(view.trace_id) >= self.bound:
-            return Decision(self.name, False, Stage.SAMPLING,
-                            f"trace sampled out at rate {self.rate:g}")
+            return Decision(
+                self.name, False, Stage.SAMPLING, f"trace sampled out at rate {self.rate:g}"
+            )
         return self.check_filter(view)
 
     def check_filter(self, view: SpanView) -> Decision:
@@ -275,7 +293,8 @@ def _as_use(item: Any, timeout_s: float) -> ScorerUse:
     if isinstance(item, ScorerSpec):
         return ScorerUse(item)
     if isinstance(item, Scorer) and not inspect.isfunction(item):
-        return ScorerUse(ScorerSpec(item.name, item, timeout_s=timeout_s))
+        inline = getattr(item, "inline", False) is True and not is_async_scorer(item)
+        return ScorerUse(ScorerSpec(item.name, item, timeout_s=timeout_s, inline=inline))
     if callable(item):
         scorer = FunctionScorer(item)
         return ScorerUse(ScorerSpec(scorer.name, scorer, timeout_s=timeout_s))

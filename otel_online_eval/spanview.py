@@ -144,11 +144,12 @@ class SpanView:
 class SdkSpanView(SpanView):
     """A view over the SDK's ``ReadableSpan`` (the span an ``on_end`` receives)."""
 
-    __slots__ = ("_span",)
+    __slots__ = ("_attributes", "_span")
 
     def __init__(self, span: ReadableSpan, presets: Sequence[str] | None = None) -> None:
         super().__init__(presets)
         self._span = span
+        self._attributes: Mapping[str, Any] | None = None
         ctx = span.context
         self.trace_id = ctx.trace_id if ctx is not None else 0
         self.span_id = ctx.span_id if ctx is not None else 0
@@ -176,7 +177,9 @@ class SdkSpanView(SpanView):
 
     @property
     def attributes(self) -> Mapping[str, Any]:
-        return self._span.attributes or _EMPTY
+        if self._attributes is None:  # the SDK builds a new proxy on every access
+            self._attributes = self._span.attributes or _EMPTY
+        return self._attributes
 
     @property
     def resource(self) -> Mapping[str, Any]:

@@ -57,8 +57,8 @@ def test_env_cannot_inject_yaml() -> None:
         (
             "invalid_scorer_type.yaml",
             [
-                "invalid_scorer_type.yaml:3:11: scorers.s.type: unknown value 'vibes'; expected one "
-                "of:",
+                "invalid_scorer_type.yaml:3:11: scorers.s.type: unknown value 'vibes'; "
+                "expected one of:",
                 "valid_json",
             ],
         ),

@@ -1,4 +1,5 @@
-"""OnlineEvalSpanProcessor with the real SDK: selection, sampling, eval spans, failures, lifecycle."""
+"""OnlineEvalSpanProcessor with the real SDK: selection, sampling, eval spans, failures,
+lifecycle."""
 
 from __future__ import annotations
 

@@ -239,10 +239,10 @@ COMPARISON_CASES: list[tuple[str, bool]] = [
     ("attributes.text < 'hello'", True),
     ("'a' < 'b'", True),
     # lists and objects compare structurally
-    ("attributes.tags = json('[\"a\", \"b\", \"c\"]')", True),
-    ("attributes.tags = json('[\"a\", \"b\"]')", False),
+    ('attributes.tags = json(\'["a", "b", "c"]\')', True),
+    ('attributes.tags = json(\'["a", "b"]\')', False),
     ("attributes.nums = json('[1, 2.0, 3]')", True),
-    ("attributes.llm = json('{\"list\": [1, 2], \"output\": \"nested\"}')", True),
+    ('attributes.llm = json(\'{"list": [1, 2], "output": "nested"}\')', True),
     ("attributes.llm = json('{\"list\": [1, 2]}')", False),
     ("json('[null]') = json('[null]')", True),
     ("json('[true]') = json('[1]')", False),
@@ -278,7 +278,7 @@ IN_CASES: list[tuple[str, bool]] = [
     ("attributes.temperature IN (0.5, 1)", True),
     ("attributes.gen_ai.system IN (lower('OPENAI'), 'x')", True),
     ("attributes.gen_ai.system IN (attributes.text, attributes.missing)", False),
-    ("attributes.tags IN (json('[\"a\", \"b\", \"c\"]'), 'x')", True),
+    ('attributes.tags IN (json(\'["a", "b", "c"]\'), \'x\')', True),
     ("attributes.text IN ('Hello World')", True),
 ]
 
@@ -457,7 +457,9 @@ def test_arithmetic_in_conditions(v: SdkSpanView) -> None:
     assert run("attributes.count / 0 != 1", v)
     assert not run("attributes.count / 0 = 1", v)
     assert run("duration_ms / 1000 = 1.5", v)
-    assert run("attributes.gen_ai.usage.input_tokens + attributes.gen_ai.usage.output_tokens = 15", v)
+    assert run(
+        "attributes.gen_ai.usage.input_tokens + attributes.gen_ai.usage.output_tokens = 15", v
+    )
 
 
 def test_now_and_interval(v: SdkSpanView) -> None:
@@ -517,10 +519,10 @@ JSON_CASES: list[tuple[str, Any]] = [
     ("json(attributes.tags)", ("a", "b", "c")),
     ("json(attributes.missing)", None),
     ("json(json(attributes.json_num))", 42),
-    ("json('{\"a\": {\"b\": [10, 20]}}').a.b[1]", 20),
-    ("json('{\"a\": {\"b\": [10, 20]}}').a.b.1", 20),
+    ('json(\'{"a": {"b": [10, 20]}}\').a.b[1]', 20),
+    ('json(\'{"a": {"b": [10, 20]}}\').a.b.1', 20),
     ("json('{\"a\": {\"b\": [10, 20]}}')['a']['b'][length(events) - 1]", 20),
-    ("json('{\"0\": \"zero\"}').0", "zero"),
+    ('json(\'{"0": "zero"}\').0', "zero"),
     ("json('[1, 2]')[attributes.flag]", None),
     ("json('[1, 2]')[1 / 1]", None),
 ]
@@ -627,7 +629,7 @@ LOGIC_CASES: list[tuple[str, bool]] = [
     # strings
     ("\"double quoted\" = 'double quoted'", True),
     ("'it''s' = \"it's\"", True),
-    ("\"say \"\"hi\"\"\" = 'say \"hi\"'", True),
+    ('"say ""hi""" = \'say "hi"\'', True),
     ("'' = \"\"", True),
     ("'tab\\t' = 'tab\\t'", True),
     ("length('tab\\t') = 5", True),
@@ -701,7 +703,7 @@ ERROR_CASES: list[tuple[str, str, int]] = [
     ("!is_root", "unexpected character '!'; use NOT or !=", 1),
     ("1abc = 1", "malformed number '1a'", 1),
     ("attributes[0] = 1", "expected a string key after 'attributes[' but found '0'", 12),
-    ("attributes['a'", "expected ']' but found end of input", 16),
+    ("attributes['a'", "expected ']' but found end of input", 15),
     ("attributes = 1", "expected '[' or '.' after 'attributes' but found '='", 12),
     ("attributes. = 1", "expected a name after '.' but found '='", 13),
     ("json(attributes.x)[0 = 1", "expected ']' but found end of input", 25),
@@ -717,15 +719,28 @@ ERROR_CASES: list[tuple[str, str, int]] = [
     ("scope.nam = 'x'", "unknown field 'scope.nam'", 1),
     ("end_time > now", "unknown field 'now'; known fields", 12),
     ("end_time > now", "did you mean now()?", 12),
-    ("foo(name) = 1", "unknown function 'foo'; known functions: json, length, lower, now, upper", 1),
+    (
+        "foo(name) = 1",
+        "unknown function 'foo'; known functions: json, length, lower, now, upper",
+        1,
+    ),
     ("name = 'a' AND lower(name, name) = 'a'", "lower() takes 1 argument but 2 were given", 16),
     ("length() = 1", "length() takes 1 argument but 0 were given", 1),
     ("now(1) > 0", "now() takes no arguments but 1 was given", 1),
     # INTERVAL
-    ("end_time > now() - INTERVAL 1 hr", "expected an INTERVAL unit (ms, millisecond(s), second(s)", 30),
+    (
+        "end_time > now() - INTERVAL 1 hr",
+        "expected an INTERVAL unit (ms, millisecond(s), second(s)",
+        31,
+    ),
     ("end_time > now() - INTERVAL 1", "expected an INTERVAL unit", 30),
-    ("end_time > now() - INTERVAL '1 hour'", "expected a number after INTERVAL but found string", 29),
+    (
+        "end_time > now() - INTERVAL '1 hour'",
+        "expected a number after INTERVAL but found string",
+        29,
+    ),
     ("end_time > now() - INTERVAL hour", "expected a number after INTERVAL but found 'hour'", 29),
+    ("end_time > now() - INTERVAL 1e400 hours", "INTERVAL 1e400 hours is too long", 29),
     # MATCH
     ("name MATCH '('", "invalid regular expression: missing ): (", 12),
     ("name MATCH '(?<=a)b'", "invalid regular expression", 12),
@@ -735,7 +750,11 @@ ERROR_CASES: list[tuple[str, str, int]] = [
     ("name MATCH 5", "MATCH needs a string literal pattern", 12),
     # types fixed at compile time
     ("name", "a filter must be a condition, but name is a string", 1),
-    ("attributes.count + 1", "a filter must be a condition, but attributes.count + 1 is a number", 1),
+    (
+        "attributes.count + 1",
+        "a filter must be a condition, but attributes.count + 1 is a number",
+        1,
+    ),
     ("name AND is_root", "each side of AND must be a condition, but name is a string", 1),
     ("is_root OR duration_ms", "each side of OR must be a condition", 12),
     ("NOT name", "the operand of NOT must be a condition", 5),
@@ -766,8 +785,16 @@ ERROR_CASES: list[tuple[str, str, int]] = [
     ("name[0] = 'c'", "cannot index name: it is a string, not a list or an object", 1),
     ("name.x = 'c'", "cannot read '.x' of name: it is a string", 1),
     ("'abc'[0] = 'a'", "cannot index 'abc': it is a string", 1),
-    ("json(attributes.x)[1.5] IS NULL", "an index must be an integer or a string key, but 1.5 is not an integer", 20),
-    ("json(attributes.x)[TRUE] IS NULL", "an index must be an integer or a string key, but TRUE is a boolean", 20),
+    (
+        "json(attributes.x)[1.5] IS NULL",
+        "an index must be an integer or a string key, but 1.5 is not an integer",
+        20,
+    ),
+    (
+        "json(attributes.x)[TRUE] IS NULL",
+        "an index must be an integer or a string key, but TRUE is a boolean",
+        20,
+    ),
     ("lower(NULL) IS NULL", "lower(NULL) is always NULL", 7),
     ("lower(duration_ms) = 'a'", "lower() needs a string, but duration_ms is a number", 7),
     ("length(is_root) = 1", "length() needs a string or a list, but is_root is a boolean", 8),
@@ -810,7 +837,10 @@ def test_regex_errors_are_not_printed(capfd: pytest.CaptureFixture[str]) -> None
 WHY_CASES: list[tuple[str, str | None]] = [
     ("kind = 'CLIENT'", None),
     ("kind = 'SERVER'", "kind = 'SERVER'"),
-    ("kind = 'CLIENT' AND attributes.missing IS NOT NULL AND is_root", "attributes.missing IS NOT NULL"),
+    (
+        "kind = 'CLIENT' AND attributes.missing IS NOT NULL AND is_root",
+        "attributes.missing IS NOT NULL",
+    ),
     ("kind = 'CLIENT' AND NOT is_root AND status = 'OK'", "status = 'OK'"),
     ("kind = 'CLIENT' AND (name LIKE 'chat%' AND (status = 'OK' AND is_root))", "status = 'OK'"),
     ("(kind = 'CLIENT' AND is_root) AND name = 'x'", "is_root"),
@@ -889,3 +919,22 @@ def test_constant_parts_are_folded() -> None:
     assert compile_filter("1 = 1")(span)
     assert not compile_filter("1 = 2")(span)
     assert compile_value("json('[1, 2]')[1]")(span) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * 5000 + "TRUE" + ")" * 5000,
+        " + ".join(["1"] * 3000) + " = 1",
+        "NOT " * 3000 + "TRUE",
+    ],
+)
+def test_too_deep_is_a_syntax_error(text: str) -> None:
+    with pytest.raises(FilterSyntaxError, match="nested too deeply"):
+        compile_filter(text)
+
+
+def test_long_flat_chains_are_fine() -> None:
+    span = view("x")
+    assert compile_filter(" AND ".join(["attributes.x IS NULL"] * 2000))(span)
+    assert not compile_filter(" OR ".join(["attributes.x IS NOT NULL"] * 2000))(span)

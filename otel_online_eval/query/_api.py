@@ -6,10 +6,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval.query import ast
 from otel_online_eval.query._check import check_condition
 from otel_online_eval.query._compiler import Getter, Pred, compile_cond, compile_getter
-from otel_online_eval.query._parser import parse
+from otel_online_eval.query._parser import TOO_DEEP, parse, parse_typed
 from otel_online_eval.spanview import SpanView
 
 __all__ = ["CompiledFilter", "CompiledValue", "compile_filter", "compile_value"]
@@ -109,9 +110,12 @@ def compile_filter(text: str) -> CompiledFilter:
         FilterSyntaxError: the clause does not parse or check (see :func:`parse`), or it is not
             a condition (``name`` alone is a string, not TRUE or FALSE).
     """
-    node = parse(text)
-    check_condition(node, text)
-    return CompiledFilter(text, node, compile_cond(node))
+    node, node_type = parse_typed(text)
+    check_condition(node, node_type, text)
+    try:
+        return CompiledFilter(text, node, compile_cond(node))
+    except RecursionError:
+        raise FilterSyntaxError(TOO_DEEP, text, 0) from None
 
 
 def compile_value(text: str) -> Callable[[SpanView], Any]:
@@ -124,7 +128,10 @@ def compile_value(text: str) -> Callable[[SpanView], Any]:
         FilterSyntaxError: the expression does not parse or check.
     """
     node = parse(text)
-    return CompiledValue(text, node, compile_getter(node))
+    try:
+        return CompiledValue(text, node, compile_getter(node))
+    except RecursionError:
+        raise FilterSyntaxError(TOO_DEEP, text, 0) from None
 
 
 def _explainer(node: ast.Node, text: str) -> Explainer:

@@ -25,10 +25,10 @@ def check(node: ast.Node, text: str) -> Type:
     return _Checker(text).type_of(node)
 
 
-def check_condition(node: ast.Node, text: str, what: str = "a filter") -> None:
-    """Raise unless ``node`` (already checked) can be TRUE: a boolean or a run-time value."""
-    checker = _Checker(text)
-    checker.condition(node, checker.type_of(node), what)
+def check_condition(node: ast.Node, node_type: Type, text: str) -> None:
+    """Raise unless ``node``, of static type ``node_type``, can be TRUE: a boolean or a value
+    only known at run time."""
+    _Checker(text).condition(node, node_type, "a filter")
 
 
 class _Checker:

@@ -378,11 +378,9 @@ def _getter(node: ast.Node) -> Getter:
         target = compile_getter(node.target)
         static, key = _static_value(node.index)
         if static:
-            if isinstance(key, str):
+            if isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
                 return lambda view: _subscript(target(view), key)
-            if isinstance(key, int) and not isinstance(key, bool):
-                return lambda view: _subscript(target(view), key)
-            return _constant(None)
+            return _constant(None)  # a float, boolean or NULL index never finds anything
         index = compile_getter(node.index)
         return lambda view: _subscript(target(view), index(view))
     if isinstance(node, ast.Call):
@@ -681,7 +679,7 @@ def _contains_pred(node: ast.Contains) -> Pred:
                 if isinstance(x, str):
                     return item in x
                 if isinstance(x, _SEQ):
-                    return any(_eq(member, item) for member in x)
+                    return item in x  # only an equal string is == to a string
                 return False
 
             return contains_str

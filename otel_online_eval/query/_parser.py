@@ -18,10 +18,11 @@ from otel_online_eval.query._fields import (
     FUNCTIONS,
     INTERVAL_UNITS,
     KNOWN_FIELDS_TEXT,
+    Type,
 )
 from otel_online_eval.query._lexer import Tok, Token, describe, tokenize
 
-__all__ = ["parse"]
+__all__ = ["TOO_DEEP", "parse", "parse_typed"]
 
 _COMPARE_OPS: dict[str, ast.CompareOp] = {
     "=": "=",
@@ -35,6 +36,7 @@ _COMPARE_OPS: dict[str, ast.CompareOp] = {
 }
 _PREDICATE_KEYWORDS = frozenset({"IS", "IN", "LIKE", "ILIKE", "MATCH", "CONTAINS", "INCLUDES"})
 _NEGATABLE = frozenset({"IN", "LIKE", "ILIKE", "MATCH", "CONTAINS", "INCLUDES"})
+TOO_DEEP = "expression nested too deeply"
 _UNITS_TEXT = "ms, millisecond(s), second(s), minute(s), hour(s), day(s)"
 _SPAN_FIELDS = sorted(
     {*FIELDS, *FIELD_ALIASES, "attributes", "resource", "scope.name", "scope.version"}
@@ -55,24 +57,44 @@ def parse(text: str) -> ast.Node:
             arguments, a bad INTERVAL unit, a MATCH pattern that is not a valid RE2 string
             literal, or an expression whose result is fixed by its types (``name = 1``).
     """
+    return parse_typed(text)[0]
+
+
+def parse_typed(text: str) -> tuple[ast.Node, Type]:
+    """:func:`parse`, also returning the static type of the whole expression."""
     if not isinstance(text, str):
         raise TypeError(f"a filter must be a str, got {type(text).__name__}")
-    parser = _Parser(text)
-    node = parser.expression()
-    parser.finish()
-    check(node, text)
-    return node
+    try:
+        parser = _Parser(text)
+        node = parser.expression()
+        parser.finish()
+        return node, check(node, text)
+    except RecursionError:
+        raise FilterSyntaxError(TOO_DEEP, text, 0) from None
 
 
 class _Parser:
-    __slots__ = ("i", "text", "tokens")
+    __slots__ = ("i", "outer", "text", "tokens")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        # id(node) -> (node, start, end) with the parentheses around it; holding the node keeps
+        # its id from being reused by another node while parsing.
+        self.outer: dict[int, tuple[ast.Node, int, int]] = {}
         if self.tokens[0].kind is Tok.END:
             raise FilterSyntaxError("empty expression: expected a condition", text, 0)
+
+    def lo(self, node: ast.Node) -> int:
+        """Where ``node`` starts, counting parentheses around it."""
+        entry = self.outer.get(id(node))
+        return node.start if entry is None else entry[1]
+
+    def hi(self, node: ast.Node) -> int:
+        """Where ``node`` ends, counting parentheses around it."""
+        entry = self.outer.get(id(node))
+        return node.end if entry is None else entry[2]
 
     # -- token helpers ----------------------------------------------------------------------
 
@@ -127,7 +149,7 @@ class _Parser:
             operands.append(self.and_())
         if len(operands) == 1:
             return first
-        return ast.Or(operands=tuple(operands), start=first.start, end=operands[-1].end)
+        return ast.Or(operands=tuple(operands), start=self.lo(first), end=self.hi(operands[-1]))
 
     def and_(self) -> ast.Node:
         first = self.not_()
@@ -137,13 +159,13 @@ class _Parser:
             operands.append(self.not_())
         if len(operands) == 1:
             return first
-        return ast.And(operands=tuple(operands), start=first.start, end=operands[-1].end)
+        return ast.And(operands=tuple(operands), start=self.lo(first), end=self.hi(operands[-1]))
 
     def not_(self) -> ast.Node:
         if self.is_kw("NOT"):
             token = self.advance()
             operand = self.not_()
-            return ast.Not(operand=operand, start=token.start, end=operand.end)
+            return ast.Not(operand=operand, start=token.start, end=self.hi(operand))
         return self.comparison()
 
     def comparison(self) -> ast.Node:
@@ -167,7 +189,9 @@ class _Parser:
             self.advance()
             right = self.additive()
             op = _COMPARE_OPS[str(tok.value)]
-            return ast.Compare(op=op, left=left, right=right, start=left.start, end=right.end)
+            return ast.Compare(
+                op=op, left=left, right=right, start=self.lo(left), end=self.hi(right)
+            )
         if tok.kind is not Tok.KEYWORD:
             return left
         if tok.value == "IS":
@@ -179,7 +203,7 @@ class _Parser:
             if not self.is_kw("NULL"):
                 self.fail("NULL" if negated else "NULL or NOT NULL")
             end = self.advance().end
-            return ast.IsNull(operand=left, negated=negated, start=left.start, end=end)
+            return ast.IsNull(operand=left, negated=negated, start=self.lo(left), end=end)
         negated = False
         if tok.value == "NOT":
             if self.peek().kind is not Tok.KEYWORD or self.peek().value not in _NEGATABLE:
@@ -201,7 +225,7 @@ class _Parser:
                 self.fail("',' or ')'")
             end = self.advance().end
             return ast.In(
-                operand=left, options=tuple(options), negated=negated, start=left.start, end=end
+                operand=left, options=tuple(options), negated=negated, start=self.lo(left), end=end
             )
         if word in ("LIKE", "ILIKE"):
             self.advance()
@@ -211,8 +235,8 @@ class _Parser:
                 pattern=pattern,
                 negated=negated,
                 case_insensitive=word == "ILIKE",
-                start=left.start,
-                end=pattern.end,
+                start=self.lo(left),
+                end=self.hi(pattern),
             )
         if word == "MATCH":
             self.advance()
@@ -225,13 +249,17 @@ class _Parser:
                     pattern.start,
                 )
             return ast.Match(
-                operand=left, pattern=pattern, negated=negated, start=left.start, end=pattern.end
+                operand=left,
+                pattern=pattern,
+                negated=negated,
+                start=self.lo(left),
+                end=self.hi(pattern),
             )
         if word in ("CONTAINS", "INCLUDES"):
             self.advance()
             item = self.additive()
             return ast.Contains(
-                operand=left, item=item, negated=negated, start=left.start, end=item.end
+                operand=left, item=item, negated=negated, start=self.lo(left), end=self.hi(item)
             )
         return left
 
@@ -240,7 +268,9 @@ class _Parser:
         while self.is_op("+", "-"):
             op: ast.ArithOp = "+" if self.advance().value == "+" else "-"
             right = self.multiplicative()
-            left = ast.BinaryOp(op=op, left=left, right=right, start=left.start, end=right.end)
+            left = ast.BinaryOp(
+                op=op, left=left, right=right, start=self.lo(left), end=self.hi(right)
+            )
         return left
 
     def multiplicative(self) -> ast.Node:
@@ -248,7 +278,9 @@ class _Parser:
         while self.is_op("*", "/"):
             op: ast.ArithOp = "*" if self.advance().value == "*" else "/"
             right = self.unary()
-            left = ast.BinaryOp(op=op, left=left, right=right, start=left.start, end=right.end)
+            left = ast.BinaryOp(
+                op=op, left=left, right=right, start=self.lo(left), end=self.hi(right)
+            )
         return left
 
     def unary(self) -> ast.Node:
@@ -257,8 +289,8 @@ class _Parser:
             operand = self.unary()
             value = operand.value if isinstance(operand, ast.Literal) else None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return ast.Literal(value=-value, start=token.start, end=operand.end)
-            return ast.Neg(operand=operand, start=token.start, end=operand.end)
+                return ast.Literal(value=-value, start=token.start, end=self.hi(operand))
+            return ast.Neg(operand=operand, start=token.start, end=self.hi(operand))
         return self.postfix(self.primary())
 
     def postfix(self, node: ast.Node) -> ast.Node:
@@ -267,11 +299,11 @@ class _Parser:
                 self.advance()
                 index = self.expression()
                 end = self.expect_op("]").end
-                node = ast.Subscript(target=node, index=index, start=node.start, end=end)
+                node = ast.Subscript(target=node, index=index, start=self.lo(node), end=end)
             elif self.is_op("."):
                 self.advance()
                 for name, end in self.member_names():
-                    node = ast.Member(target=node, name=name, start=node.start, end=end)
+                    node = ast.Member(target=node, name=name, start=self.lo(node), end=end)
             else:
                 return node
 
@@ -305,7 +337,9 @@ class _Parser:
             inner = self.expression()
             if not self.is_op(")"):
                 self.fail("')'")
-            self.advance()
+            close = self.advance()
+            # The node keeps its own span; its parent spans the parentheses too.
+            self.outer[id(inner)] = (inner, tok.start, close.end)
             return inner
         if tok.kind is Tok.IDENT:
             if self.peek().kind is Tok.OP and self.peek().value == "(":
@@ -337,7 +371,12 @@ class _Parser:
         self.advance()
         value = amount.value
         assert not isinstance(value, str)
-        nanos = value * factor if isinstance(value, int) else round(value * factor)
+        try:
+            nanos = value * factor if isinstance(value, int) else round(value * factor)
+        except OverflowError:
+            raise FilterSyntaxError(
+                f"INTERVAL {amount.text} {unit.text} is too long", self.text, amount.start
+            ) from None
         return ast.Interval(
             amount=value, unit=unit.text.lower(), nanos=nanos, start=start, end=unit.end
         )

@@ -47,9 +47,10 @@ _HINTS = {
 F = TypeVar("F", bound=Callable[[str, Reader], "Scorer | None"])
 
 
-def builtin_type(type_name: str) -> Callable[[F], F]:
+def builtin_type(type_name: str, inline: bool = True) -> Callable[[F], F]:
     """Register a factory under ``type_name`` so that it yields None whenever reading its
-    options recorded an issue: a scorer is built only from options that are entirely right."""
+    options recorded an issue: a scorer is built only from options that are entirely right.
+    ``inline``: the type's scorers are cheap enough to run on the engine's loop."""
 
     def add(factory: F) -> F:
         @functools.wraps(factory)
@@ -58,7 +59,7 @@ def builtin_type(type_name: str) -> Callable[[F], F]:
             scorer = factory(name, opts)
             return None if len(opts.issues.items) > before else scorer
 
-        register(type_name)(checked)
+        register(type_name, inline)(checked)
         return factory
 
     return add

@@ -147,7 +147,7 @@ def make_scorer(name: str, ref: str, args: Mapping[str, Any] | None) -> Scorer:
     raise RefError(f"{ref} is {kind}, not a function, a class or a scorer")
 
 
-@builtin_type("python")
+@builtin_type("python", inline=False)
 def build_python(name: str, opts: Reader) -> Scorer | None:
     """``python``: ``ref: "package.module:function"`` (or ``:Class``), ``args`` (keyword
     arguments for the class or function)."""

@@ -160,8 +160,9 @@ def to_score(result: Any, scale: float = 1.0) -> Score:
         raise ScorerError(
             f"returned a string {result!r:.80}; return a number, a bool, a Score or a dict"
         )
-    raise ScorerError(f"returned {type(result).__name__}; expected a number, a bool, a Score "
-                      "or a dict")
+    raise ScorerError(
+        f"returned {type(result).__name__}; expected a number, a bool, a Score or a dict"
+    )
 
 
 _MAPPING_KEYS = {"score", "value", "label", "explanation", "metadata"}
@@ -170,8 +171,10 @@ _MAPPING_KEYS = {"score", "value", "label", "explanation", "metadata"}
 def _from_mapping(result: Mapping[Any, Any], scale: float) -> Score:
     unknown = set(result) - _MAPPING_KEYS
     if unknown:
-        raise ScorerError(f"returned a dict with unknown keys {sorted(map(str, unknown))}; "
-                          f"expected {sorted(_MAPPING_KEYS)}")
+        raise ScorerError(
+            f"returned a dict with unknown keys {sorted(map(str, unknown))}; "
+            f"expected {sorted(_MAPPING_KEYS)}"
+        )
     raw = result.get("score", result.get("value"))
     label = result.get("label")
     if label is not None and not isinstance(label, str):

@@ -16,19 +16,26 @@ from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval._validate import Reader
 from otel_online_eval.scorers.base import EvalInput, Scorer
 
-__all__ = ["SCORER_TYPES", "ScorerFactory", "field_getter", "register"]
+__all__ = ["INLINE_TYPES", "SCORER_TYPES", "ScorerFactory", "field_getter", "register"]
 
 ScorerFactory = Callable[[str, Reader], "Scorer | None"]
 
 SCORER_TYPES: dict[str, ScorerFactory] = {}
 """YAML ``type:`` -> factory. Filled by the modules of this package on import."""
 
+INLINE_TYPES: set[str] = set()
+"""Types whose scorers are sync, CPU-only and linear in their input: the engine calls them
+directly on its event loop instead of handing them to the thread pool (which costs more than
+the scoring). Their timeout is not enforced, since a running call cannot be interrupted."""
 
-def register(type_name: str) -> Callable[[ScorerFactory], ScorerFactory]:
-    """Decorator that registers a factory under ``type_name``."""
+
+def register(type_name: str, inline: bool = False) -> Callable[[ScorerFactory], ScorerFactory]:
+    """Decorator that registers a factory under ``type_name``; ``inline``: see INLINE_TYPES."""
 
     def add(factory: ScorerFactory) -> ScorerFactory:
         SCORER_TYPES[type_name] = factory
+        if inline:
+            INLINE_TYPES.add(type_name)
         return factory
 
     return add
