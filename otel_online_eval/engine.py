@@ -24,7 +24,9 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import os
 import threading
+import weakref
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -159,24 +161,31 @@ class Engine:
         self.router = Router(rules)
         self.emitter = emitter
         self._make_view = make_view
-        self._queue: deque[Item | _Marker] = deque()
         self._max_queue = self.config.queue_size
-        self._wake_pending = False
-        self._ticking = False
-        self._idle_ticks = 0
         self._closed = False
-        self._lock = threading.Lock()
         self._shutdown_done = False
         self._dropped = {"queue_full": Tally(), "shutdown": Tally(), "error": Tally()}
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._direct: set[concurrent.futures.Future[Any]] = set()
         self._sampled: dict[str, int] = {}
         self._filtered_out: dict[str, int] = {}
         self._evals: dict[str, int] = {}
         self._scores: dict[tuple[str, str, str], int] = {}
         self._is_async: dict[int, bool] = {}
         self._last_log: dict[str, float] = {}
+        self._start_workers()
+        self._record_duration = register_metrics(self._readings(), meter_provider)
+        if hasattr(os, "register_at_fork"):
+            restart = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
+
+    def _start_workers(self) -> None:
+        self._queue: deque[Item | _Marker] = deque()
+        self._wake_pending = False
+        self._ticking = False
+        self._idle_ticks = 0
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._direct: set[concurrent.futures.Future[Any]] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.config.threads, thread_name_prefix="online-eval-scorer"
         )
@@ -185,7 +194,12 @@ class Engine:
             target=self._run_loop, name="online-eval-engine", daemon=True
         )
         self._thread.start()
-        self._record_duration = register_metrics(self._readings(), meter_provider)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads do not exist in the child (gunicorn --preload, multiprocessing):
+        # start our own. What the parent had queued is the parent's to finish.
+        if not self._closed:
+            self._start_workers()
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -601,9 +615,10 @@ class Engine:
             dropped={k: t.value for k, t in self._dropped.items()},
             queue_size=sum(1 for i in list(self._queue) if not isinstance(i, _Marker)),
             selected=selected,
-            sampled=dict(self._sampled),
-            filtered_out=dict(self._filtered_out),
-            evals=dict(self._evals),
+            # Every rule appears, at 0 when nothing happened yet: a zero is not a gap.
+            sampled={r: self._sampled.get(r, 0) for r in selected},
+            filtered_out={r: self._filtered_out.get(r, 0) for r in selected},
+            evals={r: self._evals.get(r, 0) for r in selected},
             scores=dict(self._scores),
         )
 
@@ -626,6 +641,12 @@ class Engine:
             ],
             "online_eval.queue.size": lambda: [(len(self._queue), {})],
         }
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 def _eval_input(view: SpanView, rule: str) -> EvalInput:

@@ -53,6 +53,14 @@ logger = logging.getLogger(__name__)
 _default: weakref.ref[OnlineEvalSpanProcessor] | None = None
 
 
+def _has_fast_fields() -> bool:
+    probe = ReadableSpan("probe", parent=None)
+    return all(hasattr(probe, f) for f in ("_parent", "_name", "_context"))
+
+
+_FAST_FIELDS = _has_fast_fields()
+
+
 class OnlineEvalSpanProcessor(SpanProcessor):
     """Scores ended spans against rules in the background and exports eval spans.
 
@@ -137,17 +145,20 @@ class OnlineEvalSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Route and maybe queue the span; never blocks, never raises."""
         try:
-            parent = span.parent
-            state = (
-                NO_PARENT
-                if parent is None
-                else (REMOTE_PARENT if parent.is_remote else LOCAL_PARENT)
-            )
-            name = span.name
+            # ReadableSpan's fields, read without its property calls (checked at import).
+            if _FAST_FIELDS:
+                parent, name = span._parent, span._name
+            else:
+                parent, name = span.parent, span.name
+            if parent is None:
+                state = NO_PARENT
+            else:
+                state = REMOTE_PARENT if parent.is_remote else LOCAL_PARENT
             route = self._cache[state].get(name) or self._route(name, state)
             route.seen.add()
             if route.bound:
-                hash_ = shared_hash(span.context.trace_id)
+                ctx = span._context if _FAST_FIELDS else span.context
+                hash_ = shared_hash(ctx.trace_id)  # type: ignore[union-attr]
                 if hash_ < route.bound:
                     self._submit(span, route, hash_)
         except Exception:  # never into the app; say so, but not on every span

@@ -486,3 +486,38 @@ def test_yaml_config_through_the_processor(tmp_path: Any) -> None:
     )
     assert labels == ["billing", "other"]
     provider.shutdown()
+
+
+class _InlineBoom:
+    """A code scorer that declares itself cheap enough to run on the engine's loop."""
+
+    name = "inline_boom"
+    inline = True
+
+    def score(self, inp: EvalInput) -> float:
+        raise KeyError("inline failure")
+
+
+def test_inline_scorers_record_failures_like_the_others() -> None:
+    config = {
+        "scorers": {
+            "json": {"type": "valid_json"},
+            "schema": {"type": "json_schema", "schema": {"type": "object"}, "field": "input"},
+        },
+        "rules": [{"name": "r", "scorers": ["json", "schema"]}],
+    }
+    rule = Rule.create("code", [_InlineBoom()])
+    assert rule.inline and rule.scorers[0].spec.inline
+    with rig(config, rules=[rule]) as r:
+        assert all(rule.inline for rule in r.processor.rules)
+        with r.tracer.start_as_current_span("chat", attributes=chat_attrs(output="{not json")):
+            pass
+        by_name = {s.name: s for s in r.flush()}
+        json_attrs = by_name["score json"].attributes or {}
+        assert json_attrs["gen_ai.evaluation.score.label"] == "fail"
+        # The prompt is not JSON: the schema scorer says so as a score, not a crash.
+        assert by_name["score schema"].attributes is not None
+        boom = by_name["score inline_boom"]
+        assert boom.status.status_code is StatusCode.ERROR
+        assert "inline failure" in (boom.status.description or "")
+        assert r.processor.stats().scores[("code", "inline_boom", "error")] == 1
