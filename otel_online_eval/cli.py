@@ -17,6 +17,8 @@ def _summary(cfg: OnlineEvalConfig) -> str:
     lines = [f"{cfg.source}: valid — {len(cfg.rules)} rule(s), {len(cfg.scorers)} scorer(s)"]
     if cfg.export is not None:
         lines.append(f"export: {cfg.export.kind}")
+    else:
+        lines.append("export: otlp, configured by the OTEL_EXPORTER_OTLP_* environment")
     for rule in cfg.rules:
         sel = rule.apply_to
         picks = []
@@ -65,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.set_defaults(run=_validate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import inspect
 import logging
 import os
 import threading
-import weakref
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field

@@ -57,7 +57,9 @@ def _run_app(tmp_path: Path, protocol: str, endpoint: str, extra: str = "") -> d
     ids = {}
     with tracer.start_as_current_span("request"):
         for answer in ("billing", "weather"):
-            with tracer.start_as_current_span("categorize-message", attributes=_answer(answer)) as s:
+            with tracer.start_as_current_span(
+                "categorize-message", attributes=_answer(answer)
+            ) as s:
                 ids[answer] = s.get_span_context().span_id
         trace_id = s.get_span_context().trace_id
     assert processor.force_flush(10_000)
@@ -183,6 +185,19 @@ def test_public_api_is_sorted_and_complete() -> None:
     names = otel_online_eval.__all__
     assert names == sorted(names)
     public = {n for n in dir(otel_online_eval) if not n.startswith("_")}
-    modules = {"config", "emit", "engine", "exporters", "genai", "metrics", "otlp_json",
-               "processor", "query", "rules", "sampling", "scorers", "spanview"}
+    modules = {
+        "config",
+        "emit",
+        "engine",
+        "exporters",
+        "genai",
+        "metrics",
+        "otlp_json",
+        "processor",
+        "query",
+        "rules",
+        "sampling",
+        "scorers",
+        "spanview",
+    }
     assert public - modules == set(names)
