@@ -11,6 +11,7 @@ from otel_online_eval._errors import (
     MissingDependencyError,
     OnlineEvalError,
     ScorerError,
+    ScorerSkipped,
 )
 from otel_online_eval.config import OnlineEvalConfig, load_config, parse_config
 from otel_online_eval.emit import EvalResult
@@ -40,6 +41,7 @@ __all__ = [
     "Score",
     "Scorer",
     "ScorerError",
+    "ScorerSkipped",
     "ScorerSpec",
     "ScorerUse",
     "SdkSpanView",

@@ -6,6 +6,7 @@
      ├── ConfigError              every problem of one config load, each with file:line:col and path
      ├── FilterSyntaxError        a filter or field expression that does not parse or type-check
      ├── ScorerError              a scorer that failed at run time (recorded on its score span)
+     │    └── ScorerSkipped       a scorer that chose not to run (budget, circuit open, paused)
      └── MissingDependencyError   also an ImportError; names the pip extra to install
 
 Callers catch at the level they need; the CLI catches ``OnlineEvalError``.
@@ -23,6 +24,7 @@ __all__ = [
     "MissingDependencyError",
     "OnlineEvalError",
     "ScorerError",
+    "ScorerSkipped",
 ]
 
 
@@ -80,6 +82,11 @@ class FilterSyntaxError(OnlineEvalError):
 
 class ScorerError(OnlineEvalError):
     """A scorer failed or returned something that is not a score."""
+
+
+class ScorerSkipped(ScorerError):
+    """Raised by a scorer that deliberately did not score (its budget is spent, its circuit
+    is open, it is paused). Recorded as a skip with the reason, not as an error."""
 
 
 class MissingDependencyError(OnlineEvalError, ImportError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -81,6 +81,7 @@ class ScorerRun:
     end_ns: int
     sampling_rate: float = 1.0
     timed_out: bool = False
+    skipped: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class EvalResult:
         scores: scorer name -> Score, for scorers that succeeded.
         errors: scorer name -> error message, for scorers that failed or timed out.
         sampled_out: scorers that did not run because of their sampling rate.
+        skipped: scorer name -> reason, for scorers that declined to run (budget, circuit).
         trace_id: the eval span's trace.
         span_id: the eval span's id.
     """
@@ -102,6 +104,7 @@ class EvalResult:
     sampled_out: tuple[str, ...]
     trace_id: int
     span_id: int
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
 
 def _attr_value(value: Any) -> AttributeValue:
@@ -161,7 +164,8 @@ class Emitter:
             rule_attrs: extra attributes for the eval span (description, sampling rate).
         """
         eval_ctx = SpanContext(target.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
-        failed = [r for r in runs if r.score is None]
+        failed = [r for r in runs if r.score is None and r.skipped is None]
+        skipped = [r for r in runs if r.skipped is not None]
         for run in runs:
             self.sink.on_end(self._score_span(run, rule, eval_ctx, target.resource))
 
@@ -174,8 +178,11 @@ class Emitter:
         attrs["online_eval.scorers.ran"] = len(runs)
         attrs["online_eval.scorers.sampled_out"] = len(sampled_out)
         attrs["online_eval.scorers.failed"] = len(failed)
+        attrs["online_eval.scorers.skipped"] = len(skipped)
         events = []
         for run in runs:
+            if run.skipped is not None:
+                continue
             event_attrs = _score_attrs(run.name, run.score)
             if run.score is None:
                 event_attrs["error.type"] = _error_type(run)
@@ -210,10 +217,11 @@ class Emitter:
         return EvalResult(
             rule=rule,
             scores={r.name: r.score for r in runs if r.score is not None},
-            errors={r.name: _message(r) for r in runs if r.score is None},
+            errors={r.name: _message(r) for r in failed},
             sampled_out=tuple(sampled_out),
             trace_id=target.trace_id,
             span_id=eval_ctx.span_id,
+            skipped={r.name: r.skipped for r in skipped if r.skipped is not None},
         )
 
     def _score_span(
@@ -225,7 +233,9 @@ class Emitter:
             attrs["online_eval.sampling.rate"] = run.sampling_rate
         events: list[Event] = []
         status = Status(StatusCode.UNSET)
-        if run.score is not None:
+        if run.skipped is not None:
+            attrs["online_eval.skipped"] = run.skipped
+        elif run.score is not None:
             for key, value in run.score.metadata.items():
                 # Judge usage and model keep their GenAI names; the rest is namespaced.
                 name = key if key.startswith("gen_ai.") else f"online_eval.metadata.{key}"

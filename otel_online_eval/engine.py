@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -37,7 +37,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_online_eval._errors import ScorerError
+from otel_online_eval._errors import ScorerError, ScorerSkipped
 from otel_online_eval.config import EngineConfig
 from otel_online_eval.emit import Emitter, EvalResult, ScorerRun, Target
 from otel_online_eval.metrics import Tally, register_metrics
@@ -113,6 +113,7 @@ class EngineStats:
     filtered_out: dict[str, int] = field(default_factory=dict)
     evals: dict[str, int] = field(default_factory=dict)
     scores: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 class _Marker:
@@ -169,6 +170,7 @@ class Engine:
         self._filtered_out: dict[str, int] = {}
         self._evals: dict[str, int] = {}
         self._scores: dict[tuple[str, str, str], int] = {}
+        self._tokens: dict[tuple[str, str, str, str], int] = {}
         self._is_async: dict[int, bool] = {}
         self._last_log: dict[str, float] = {}
         self._start_workers()
@@ -541,6 +543,8 @@ class Engine:
             return self._finish(
                 rule, use, to_score(spec.scorer.score(inp), spec.scale), None, start, started
             )
+        except ScorerSkipped as exc:
+            return self._finish(rule, use, None, None, start, started, skipped=str(exc))
         except Exception as exc:
             return self._finish(rule, use, None, exc, start, started)
 
@@ -553,6 +557,8 @@ class Engine:
         except asyncio.TimeoutError:
             error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after {spec.timeout_s:g}s")
             return self._finish(rule, use, None, error, start, started, timed_out=True)
+        except ScorerSkipped as exc:
+            return self._finish(rule, use, None, None, start, started, skipped=str(exc))
         except Exception as exc:
             return self._finish(rule, use, None, exc, start, started)
 
@@ -565,15 +571,23 @@ class Engine:
         start: int,
         started: float,
         timed_out: bool = False,
+        skipped: str | None = None,
     ) -> ScorerRun:
-        outcome = "ok" if error is None else ("timeout" if timed_out else "error")
+        if skipped is not None:
+            outcome = "skipped"
+        else:
+            outcome = "ok" if error is None else ("timeout" if timed_out else "error")
         self._count_score(rule, use.name, outcome)
+        if score is not None and score.metadata:
+            self._count_tokens(rule, use.name, score.metadata)
         self._record_duration(time.monotonic() - started, {"rule": rule, "scorer": use.name})
         if error is not None:
             self._log_limited(
                 f"scorer:{use.name}", "Scorer %r failed in rule %r: %s", use.name, rule, error
             )
-        return ScorerRun(use.name, score, error, start, time.time_ns(), use.sampling, timed_out)
+        return ScorerRun(
+            use.name, score, error, start, time.time_ns(), use.sampling, timed_out, skipped
+        )
 
     async def _call(self, spec: ScorerSpec, inp: EvalInput) -> Any:
         key = id(spec.scorer)
@@ -590,6 +604,15 @@ class Engine:
         return self._loop.run_in_executor(self._pool, ctx.run, fn, *args)
 
     # -- bookkeeping -------------------------------------------------------------------------
+
+    def _count_tokens(self, rule: str, scorer: str, metadata: Mapping[str, Any]) -> None:
+        # A judge reports its usage as score metadata under the GenAI names.
+        model = str(metadata.get("gen_ai.request.model", ""))
+        for kind in ("input", "output"):
+            n = metadata.get(f"gen_ai.usage.{kind}_tokens")
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                key = (rule, scorer, model, kind)
+                self._tokens[key] = self._tokens.get(key, 0) + n
 
     def _count_score(self, rule: str, scorer: str, outcome: str) -> None:
         key = (rule, scorer, outcome)
@@ -620,6 +643,7 @@ class Engine:
             filtered_out={r: self._filtered_out.get(r, 0) for r in selected},
             evals={r: self._evals.get(r, 0) for r in selected},
             scores=dict(self._scores),
+            tokens=dict(self._tokens),
         )
 
     def _readings(self) -> dict[str, Callable[[], Iterable[tuple[float, dict[str, str]]]]]:
@@ -640,6 +664,10 @@ class Engine:
                 for (r, s, o), v in dict(self._scores).items()
             ],
             "online_eval.queue.size": lambda: [(len(self._queue), {})],
+            "online_eval.judge.tokens": lambda: [
+                (v, {"rule": r, "scorer": s, "gen_ai.request.model": m, "gen_ai.token.type": t})
+                for (r, s, m, t), v in dict(self._tokens).items()
+            ],
         }
 
 

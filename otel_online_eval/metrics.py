@@ -14,7 +14,9 @@ Counters (all ``{span}``, ``{eval}`` or ``{score}``):
   ``error``.
 - ``online_eval.evals`` {rule}: evaluations finished and handed to the exporter.
 - ``online_eval.scores`` {rule, scorer, outcome}: scorer runs: ``ok``, ``error``, ``timeout``,
-  ``sampled_out``.
+  ``skipped``, ``sampled_out``.
+- ``online_eval.judge.tokens`` {rule, scorer, gen_ai.request.model, gen_ai.token.type}: tokens
+  LLM judges used (``input`` / ``output``), from their scores' ``gen_ai.usage.*`` metadata.
 
 Gauge ``online_eval.queue.size``: spans waiting for a worker. Histogram
 ``online_eval.scorer.duration`` (s) {rule, scorer}: time one scorer call took.
@@ -95,6 +97,12 @@ METRICS: dict[str, MetricSpec] = {
             "Scorer runs by outcome: ok, error, timeout, sampled_out",
         ),
         MetricSpec("online_eval.queue.size", "gauge", "{span}", "Spans waiting for a worker"),
+        MetricSpec(
+            "online_eval.judge.tokens",
+            "counter",
+            "{token}",
+            "Tokens used by LLM judges, by model and token type",
+        ),
         MetricSpec("online_eval.scorer.duration", "histogram", "s", "Time one scorer call took"),
     )
 }

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_online_eval
-from otel_online_eval import EvalInput, OnlineEvalSpanProcessor, Rule
+from otel_online_eval import EvalInput, OnlineEvalSpanProcessor, Rule, Score, ScorerSkipped
 from otel_online_eval.metrics import METRICS
 from tests.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, attrs
 
@@ -106,7 +106,18 @@ def test_self_metrics_are_published() -> None:
     def boom(inp: EvalInput) -> float:
         raise RuntimeError("no")
 
-    rules = [Rule.create("r", [boom, (lambda inp: 1.0, 0.0)], span_names=["chat"])]
+    def judged(inp: EvalInput) -> Score:
+        usage = {
+            "gen_ai.request.model": "judge-1",
+            "gen_ai.usage.input_tokens": 120,
+            "gen_ai.usage.output_tokens": 9,
+        }
+        return Score(1.0, "yes", metadata=usage)
+
+    def spent(inp: EvalInput) -> float:
+        raise ScorerSkipped("token budget for this hour is spent")
+
+    rules = [Rule.create("r", [boom, (lambda inp: 1.0, 0.0), judged, spent], span_names=["chat"])]
     processor = OnlineEvalSpanProcessor(
         rules=rules, exporter=InMemorySpanExporter(), meter_provider=meters
     )
@@ -132,8 +143,16 @@ def test_self_metrics_are_published() -> None:
     assert points["online_eval.spans.selected"] == [({"rule": "r"}, 2)]
     assert points["online_eval.evals"] == [({"rule": "r"}, 2)]
     scores = {(a["scorer"], a["outcome"]): v for a, v in points["online_eval.scores"]}
-    assert scores == {("boom", "error"): 2, ("<lambda>", "sampled_out"): 2}
-    assert points["online_eval.scorer.duration"] == [({"rule": "r", "scorer": "boom"}, 2)]
+    assert scores == {
+        ("boom", "error"): 2,
+        ("<lambda>", "sampled_out"): 2,
+        ("judged", "ok"): 2,
+        ("spent", "skipped"): 2,
+    }
+    durations = {a["scorer"]: n for a, n in points["online_eval.scorer.duration"]}
+    assert durations == {"boom": 2, "judged": 2, "spent": 2}
+    tokens = {a["gen_ai.token.type"]: v for a, v in points["online_eval.judge.tokens"]}
+    assert tokens == {"input": 240, "output": 18}
     processor.shutdown()
     provider.shutdown()
 

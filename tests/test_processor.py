@@ -21,7 +21,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_online_eval import EvalInput, OnlineEvalSpanProcessor, Rule, Score, evaluate
+from otel_online_eval import (
+    EvalInput,
+    OnlineEvalSpanProcessor,
+    Rule,
+    Score,
+    ScorerSkipped,
+    evaluate,
+)
 from otel_online_eval.config import EngineConfig
 from otel_online_eval.rules import ApplyTo
 
@@ -154,6 +161,7 @@ def test_eval_span_format() -> None:
             "online_eval.scorers.ran": 1,
             "online_eval.scorers.sampled_out": 1,
             "online_eval.scorers.failed": 0,
+            "online_eval.scorers.skipped": 0,
         }
         (event,) = ev.events
         assert event.name == "gen_ai.evaluation.result"
@@ -521,3 +529,28 @@ def test_inline_scorers_record_failures_like_the_others() -> None:
         assert boom.status.status_code is StatusCode.ERROR
         assert "inline failure" in (boom.status.description or "")
         assert r.processor.stats().scores[("code", "inline_boom", "error")] == 1
+
+
+def test_a_skipped_scorer_is_recorded_as_a_skip_not_an_error() -> None:
+    def spent(inp: EvalInput) -> float:
+        raise ScorerSkipped("budget spent")
+
+    with rig(rules=[Rule.create("r", [spent, always])]) as r:
+        with r.tracer.start_as_current_span("chat"):
+            pass
+        result = r.processor.evaluate("direct", output="x", scorers=[spent]).result(10)
+        assert result.skipped == {"spent": "budget spent"} and not result.errors
+        by_name = {s.name: s for s in r.flush() if s.parent is not None}
+        skip = by_name["score spent"]
+        assert skip.status.status_code is StatusCode.UNSET
+        assert (
+            skip.attributes is not None and skip.attributes["online_eval.skipped"] == "budget spent"
+        )
+        assert "gen_ai.evaluation.score.value" not in skip.attributes
+        ev = by_name["eval r"]
+        assert ev.attributes is not None and ev.attributes["online_eval.scorers.skipped"] == 1
+        assert ev.attributes["online_eval.scorers.failed"] == 0
+        assert ev.status.status_code is StatusCode.UNSET
+        assert [e.attributes["gen_ai.evaluation.name"] for e in ev.events if e.attributes] == [
+            "always"
+        ]
