@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
@@ -32,6 +32,9 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util.types import AttributeValue
 
 from otel_online_eval.scorers.base import Score
+
+if TYPE_CHECKING:
+    from otel_online_eval.spanview import SpanView
 
 __all__ = [
     "EVAL_RESULT_EVENT",
@@ -49,6 +52,7 @@ SCORER_ATTR = "online_eval.scorer"
 EVAL_RESULT_EVENT = "gen_ai.evaluation.result"
 SCOPE = InstrumentationScope("otel_online_eval", "0.1.0")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_LINK_ATTRS: Mapping[str, AttributeValue] = MappingProxyType({"online_eval.link": "scored_span"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +135,63 @@ def _error_type(run: ScorerRun) -> str:
     return "timeout" if run.timed_out else type(run.error).__name__
 
 
-class Emitter:
-    """Builds eval spans and hands them to ``sink``.
+class EvalSink(Protocol):
+    """Where the engine's results go: builds eval spans in some form and exports them."""
 
-    Args:
-        sink: the span processor in front of the exporter (usually a BatchSpanProcessor).
+    def resource_of(self, view: SpanView) -> Any:
+        """The scored span's resource, in the form ``emit`` puts on eval spans."""
+        ...
+
+    def emit(
+        self,
+        target: Target,
+        rule: str,
+        runs: Sequence[ScorerRun],
+        sampled_out: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        rule_attrs: Mapping[str, AttributeValue] | None = None,
+    ) -> EvalResult:
+        """Export one evaluation."""
+        ...
+
+    def force_flush(self, timeout_millis: int) -> bool:
+        """Export everything emitted so far; False on timeout."""
+        ...
+
+    def shutdown(self) -> None:
+        """Flush and release the exporter."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpanPlan:
+    """One eval or score span, in a form any encoder (SDK or protobuf) can turn into a span.
+
+    ``status`` is (code, description) with code ``UNSET`` or ``ERROR``; events are
+    (name, time_ns, attributes).
     """
 
-    def __init__(self, sink: SpanProcessor) -> None:
-        self.sink = sink
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, AttributeValue]
+    events: tuple[tuple[str, int, Mapping[str, AttributeValue]], ...] = ()
+    link: SpanContext | None = None
+    status: tuple[str, str | None] = ("UNSET", None)
+
+
+class PlanningEmitter:
+    """Decides what the eval spans of one evaluation say; subclasses encode and export them."""
+
+    def __init__(self) -> None:
         self._ids = RandomIdGenerator()
+
+    def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
+        raise NotImplementedError
 
     def emit(
         self,
@@ -163,11 +214,10 @@ class Emitter:
             end_ns: when it ended.
             rule_attrs: extra attributes for the eval span (description, sampling rate).
         """
-        eval_ctx = SpanContext(target.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
+        eval_id = self._ids.generate_span_id()
         failed = [r for r in runs if r.score is None and r.skipped is None]
         skipped = [r for r in runs if r.skipped is not None]
-        for run in runs:
-            self.sink.on_end(self._score_span(run, rule, eval_ctx, target.resource))
+        plans = [self._score_plan(run, rule, target.trace_id, eval_id) for run in runs]
 
         attrs: dict[str, AttributeValue] = {RULE_ATTR: rule}
         if target.scored_name is not None:
@@ -186,53 +236,46 @@ class Emitter:
             event_attrs = _score_attrs(run.name, run.score)
             if run.score is None:
                 event_attrs["error.type"] = _error_type(run)
-            events.append(Event(EVAL_RESULT_EVENT, event_attrs, run.end_ns))
-        status = Status(StatusCode.UNSET)
+            events.append((EVAL_RESULT_EVENT, run.end_ns, event_attrs))
+        status: tuple[str, str | None] = ("UNSET", None)
         if failed:
-            status = Status(
-                StatusCode.ERROR,
+            status = (
+                "ERROR",
                 f"{len(failed)} of {len(runs)} scorers failed: "
                 + ", ".join(r.name for r in failed),
             )
-        parent = None
-        if target.parent_span_id is not None:
-            parent = SpanContext(target.trace_id, target.parent_span_id, False, _SAMPLED)
-        links = [Link(target.link, {"online_eval.link": "scored_span"})] if target.link else []
-        self.sink.on_end(
-            ReadableSpan(
-                name=f"eval {rule}",
-                context=eval_ctx,
-                parent=parent,
-                resource=target.resource,
-                attributes=MappingProxyType(attrs),
-                events=events,
-                links=links,
-                kind=SpanKind.INTERNAL,
-                status=status,
-                start_time=start_ns,
-                end_time=end_ns,
-                instrumentation_scope=SCOPE,
+        plans.append(
+            SpanPlan(
+                target.trace_id,
+                eval_id,
+                target.parent_span_id,
+                f"eval {rule}",
+                start_ns,
+                end_ns,
+                attrs,
+                tuple(events),
+                target.link,
+                status,
             )
         )
+        self._export(plans, target.resource)
         return EvalResult(
             rule=rule,
             scores={r.name: r.score for r in runs if r.score is not None},
             errors={r.name: _message(r) for r in failed},
             sampled_out=tuple(sampled_out),
             trace_id=target.trace_id,
-            span_id=eval_ctx.span_id,
+            span_id=eval_id,
             skipped={r.name: r.skipped for r in skipped if r.skipped is not None},
         )
 
-    def _score_span(
-        self, run: ScorerRun, rule: str, eval_ctx: SpanContext, resource: Resource
-    ) -> ReadableSpan:
+    def _score_plan(self, run: ScorerRun, rule: str, trace_id: int, eval_id: int) -> SpanPlan:
         attrs: dict[str, AttributeValue] = {SCORER_ATTR: run.name, RULE_ATTR: rule}
         attrs.update(_score_attrs(run.name, run.score))
         if run.sampling_rate != 1.0:
             attrs["online_eval.sampling.rate"] = run.sampling_rate
-        events: list[Event] = []
-        status = Status(StatusCode.UNSET)
+        events: tuple[tuple[str, int, Mapping[str, AttributeValue]], ...] = ()
+        status: tuple[str, str | None] = ("UNSET", None)
         if run.skipped is not None:
             attrs["online_eval.skipped"] = run.skipped
         elif run.score is not None:
@@ -243,32 +286,70 @@ class Emitter:
         else:
             error = run.error
             attrs["error.type"] = _error_type(run)
-            status = Status(StatusCode.ERROR, _message(run))
+            status = ("ERROR", _message(run))
             stack = "".join(traceback.format_exception(error)) if error is not None else ""
-            events.append(
-                Event(
-                    "exception",
-                    {
-                        "exception.type": type(error).__name__,
-                        "exception.message": str(error),
-                        "exception.stacktrace": stack,
-                    },
-                    run.end_ns,
+            exception = {
+                "exception.type": type(error).__name__,
+                "exception.message": str(error),
+                "exception.stacktrace": stack,
+            }
+            events = (("exception", run.end_ns, exception),)
+        return SpanPlan(
+            trace_id,
+            self._ids.generate_span_id(),
+            eval_id,
+            f"score {run.name}",
+            run.start_ns,
+            run.end_ns,
+            attrs,
+            events,
+            None,
+            status,
+        )
+
+
+class Emitter(PlanningEmitter):
+    """Builds eval spans as SDK ``ReadableSpan``s and hands them to ``sink``: any exporter.
+
+    Args:
+        sink: the span processor in front of the exporter (usually a BatchSpanProcessor).
+    """
+
+    def __init__(self, sink: SpanProcessor) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def resource_of(self, view: SpanView) -> Resource:
+        return view.sdk_resource()
+
+    def force_flush(self, timeout_millis: int) -> bool:
+        return bool(self.sink.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        self.sink.shutdown()
+
+    def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
+        for plan in plans:
+            parent = None
+            if plan.parent_span_id is not None:
+                parent = SpanContext(plan.trace_id, plan.parent_span_id, False, _SAMPLED)
+            code, description = plan.status
+            self.sink.on_end(
+                ReadableSpan(
+                    name=plan.name,
+                    context=SpanContext(plan.trace_id, plan.span_id, False, _SAMPLED),
+                    parent=parent,
+                    resource=resource,
+                    attributes=MappingProxyType(dict(plan.attributes)),
+                    events=[Event(n, attrs, t) for n, t, attrs in plan.events],
+                    links=[Link(plan.link, _LINK_ATTRS)] if plan.link is not None else [],
+                    kind=SpanKind.INTERNAL,
+                    status=Status(StatusCode[code], description),
+                    start_time=plan.start_ns,
+                    end_time=plan.end_ns,
+                    instrumentation_scope=SCOPE,
                 )
             )
-        return ReadableSpan(
-            name=f"score {run.name}",
-            context=SpanContext(eval_ctx.trace_id, self._ids.generate_span_id(), False, _SAMPLED),
-            parent=eval_ctx,
-            resource=resource,
-            attributes=MappingProxyType(attrs),
-            events=events,
-            kind=SpanKind.INTERNAL,
-            status=status,
-            start_time=run.start_ns,
-            end_time=run.end_ns,
-            instrumentation_scope=SCOPE,
-        )
 
 
 def _message(run: ScorerRun) -> str:

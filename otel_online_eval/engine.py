@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval._errors import ScorerError, ScorerSkipped
 from otel_online_eval.config import EngineConfig
-from otel_online_eval.emit import Emitter, EvalResult, ScorerRun, Target
+from otel_online_eval.emit import EvalResult, EvalSink, ScorerRun, Target
 from otel_online_eval.metrics import Tally, register_metrics
 from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
 from otel_online_eval.sampling import FULL
@@ -153,7 +153,7 @@ class Engine:
     def __init__(
         self,
         rules: Sequence[Rule],
-        emitter: Emitter,
+        emitter: EvalSink,
         make_view: Callable[[Any], SpanView],
         config: EngineConfig | None = None,
         meter_provider: MeterProvider | None = None,
@@ -281,7 +281,7 @@ class Engine:
             if pending:
                 return False
         remaining = int(max(0.0, deadline - time.monotonic()) * 1000)
-        return bool(self.emitter.sink.force_flush(remaining))
+        return self.emitter.force_flush(remaining)
 
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Stop accepting spans, finish what is queued within the timeout, flush, stop.
@@ -304,7 +304,7 @@ class Engine:
             self._loop.call_soon_threadsafe(self._cancel_all)
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.emitter.sink.shutdown()
+        self.emitter.shutdown()
         return flushed
 
     # -- the loop's side ---------------------------------------------------------------------
@@ -499,7 +499,9 @@ class Engine:
         sampled_out: Sequence[str],
         start: int,
     ) -> None:
-        target = Target(view.trace_id, view.span_id, _link_to(view), view.sdk_resource(), view.name)
+        target = Target(
+            view.trace_id, view.span_id, _link_to(view), self.emitter.resource_of(view), view.name
+        )
         attrs: dict[str, Any] = {}
         if rule.description:
             attrs["online_eval.rule.description"] = rule.description

@@ -70,6 +70,7 @@ __all__ = [
     "build_exporter",
     "build_span_processor",
     "read_export_config",
+    "read_otlp_config",
     "resolve_protocol",
 ]
 
@@ -382,7 +383,7 @@ def read_export_config(r: Reader) -> ExportConfig | None:
         )
     elif not present:
         r.issues.add(r.path, f"one exporter is required: {', '.join(EXPORTER_KINDS)}")
-    otlp = _read_otlp(r.sub("otlp")) if r.has("otlp") else None
+    otlp = read_otlp_config(r.sub("otlp")) if r.has("otlp") else None
     console = _read_console(r.sub("console")) if r.has("console") else None
     # A non-mapping ``file`` is already an issue; ``file:`` with no value still needs a path.
     file_reader = r.sub("file")
@@ -401,7 +402,8 @@ def read_export_config(r: Reader) -> ExportConfig | None:
     return ExportConfig(otlp=otlp, console=console, file=file, batch=batch)
 
 
-def _read_otlp(r: Reader) -> OtlpExportConfig | None:
+def read_otlp_config(r: Reader) -> OtlpExportConfig | None:
+    """Read one ``otlp:`` mapping (export or forward); None when it has problems."""
     before = len(r.issues.items)
     protocol = r.choice("protocol", PROTOCOLS)
     endpoint = r.str("endpoint")
