@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from otel_online_eval._errors import ConfigError
@@ -55,6 +58,82 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra=`` fields."""
+
+    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._STANDARD:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        from otel_online_eval.sidecar.workers import run_workers
+
+        return run_workers(args.config, args.workers, args.log_format, args.log_level)
+    from otel_online_eval.sidecar.server import Sidecar
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    try:
+        sidecar = Sidecar(
+            cfg,
+            config_path=args.config,
+            reuse_port=args.reuse_port,
+            worker=args.worker_index,
+        )
+    except OSError as exc:
+        print(f"otel-online-eval: cannot start the receivers: {exc}", file=sys.stderr)
+        return 1
+    stop, reload = threading.Event(), threading.Event()
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+
+    def on_reload(*_: object) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_reload)
+    sidecar.start()
+    while True:
+        while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
+            pass
+        stop.clear()
+        if not reload.is_set():
+            break
+        reload.clear()
+        sidecar.reload()
+    return 0 if sidecar.drain() else 3
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -65,8 +144,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate = sub.add_parser("validate", help="check a config file and summarise its rules")
     validate.add_argument("-c", "--config", required=True, help="the YAML config file")
     validate.set_defaults(run=_validate)
+    serve = sub.add_parser(
+        "serve", help="run the OTLP sidecar: receive, forward and evaluate spans"
+    )
+    serve.add_argument("-c", "--config", required=True, help="the YAML config file")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the ports (SO_REUSEPORT), for several cores",
+    )
+    serve.add_argument("--log-format", choices=["json", "text"], default="json")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        _configure_logging(args.log_format, args.log_level)
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(args))
     except BrokenPipeError:  # the reader went away (`| head`): not an error of ours

@@ -13,6 +13,8 @@ Sections::
     rules:    [{name, description, filter, sampling, sampling_seed, apply_to, scorers}]
     export:   {otlp: {...}} | {console: {}} | {file: {path}}, plus batch: {...}
     engine:   {queue_size, max_concurrent_evals, threads, shutdown_timeout_s}
+    receiver: {grpc, http, tls, auth, drain_timeout_s}     the sidecar only
+    forward:  {otlp, queue, retry}                          the sidecar only
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from otel_online_eval.query import compile_filter
 from otel_online_eval.rules import ApplyTo, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
 from otel_online_eval.scorers.registry import INLINE_TYPES
+from otel_online_eval.sidecar.config import (
+    ForwardConfig,
+    ReceiverConfig,
+    read_forward_config,
+    read_receiver_config,
+)
 
 __all__ = ["EngineConfig", "ExtractConfig", "OnlineEvalConfig", "load_config", "parse_config"]
 
@@ -70,6 +78,8 @@ class OnlineEvalConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     source: str = "<config>"
+    receiver: ReceiverConfig | None = None
+    forward: ForwardConfig | None = None
 
 
 _TOP_KEYS = ("extract", "scorers", "rules", "export", "engine")
@@ -117,9 +127,11 @@ def _parse(data: Any, issues: Issues, source: str) -> OnlineEvalConfig:
     rules = _read_rules(top, scorers)
     export = read_export_config(top.sub("export")) if top.has("export") else None
     engine = _read_engine(top.sub("engine"))
+    receiver = read_receiver_config(top.sub("receiver")) if top.has("receiver") else None
+    forward = read_forward_config(top.sub("forward")) if top.has("forward") else None
     top.done()
     issues.raise_if_any()
-    return OnlineEvalConfig(rules, scorers, export, engine, extract, source)
+    return OnlineEvalConfig(rules, scorers, export, engine, extract, source, receiver, forward)
 
 
 def _read_extract(r: Reader) -> ExtractConfig:

@@ -145,7 +145,8 @@ class Engine:
     Args:
         rules: the rules.
         emitter: where results go.
-        make_view: turns a queued payload (an SDK span, a protobuf span) into a SpanView.
+        make_view: turns a queued payload (an SDK span, a protobuf span) into a SpanView,
+            or None for a span that must not be evaluated.
         config: queue size, concurrency, thread count.
         meter_provider: where self-metrics are published (the global provider when None).
     """
@@ -154,7 +155,7 @@ class Engine:
         self,
         rules: Sequence[Rule],
         emitter: EvalSink,
-        make_view: Callable[[Any], SpanView],
+        make_view: Callable[[Any], SpanView | None],
         config: EngineConfig | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -411,6 +412,8 @@ class Engine:
         try:
             payload, route, hash_ = item
             view = self._make_view(payload)
+            if view is None:  # not to be evaluated (an eval span, in the sidecar)
+                return
             for rule in route.rules:
                 rule_hash = self._decide(rule, view, hash_)
                 if rule_hash is not None:
@@ -447,6 +450,8 @@ class Engine:
     async def _process(self, item: Item) -> None:
         payload, route, hash_ = item
         view = self._make_view(payload)
+        if view is None:
+            return
         evals = []
         for rule in route.rules:
             if rule.sampling_is_callable:

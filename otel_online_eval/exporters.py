@@ -568,7 +568,7 @@ def _build_otlp(c: Any) -> SpanExporter:
 
 
 def _build_grpc(c: OtlpExportConfig) -> SpanExporter:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     compression = None

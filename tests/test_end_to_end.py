@@ -217,6 +217,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "rules",
         "sampling",
         "scorers",
+        "sidecar",
         "spanview",
     }
     assert public - modules == set(names)

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 
 from otel_online_eval.exporters import OtlpExportConfig, resolve_protocol
 from otel_online_eval.sidecar.config import RetryConfig
@@ -158,8 +158,8 @@ class GrpcSender:
 
 
 def _grpc_retry_after(exc: Any) -> float | None:
-    from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
-    from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+    from google.rpc.error_details_pb2 import RetryInfo
+    from google.rpc.status_pb2 import Status
 
     for key, value in exc.trailing_metadata() or ():
         if key == "grpc-status-details-bin":

@@ -1,0 +1,1 @@
+"""The OTLP sidecar: receivers, forwarding and the serve command's runtime."""

@@ -1,0 +1,204 @@
+"""What the receivers do with one export request, whatever the transport.
+
+1. Decode it (protobuf, or OTLP/JSON). Undecodable: the whole request is invalid.
+2. Check every span's ids (16-byte trace id, 8-byte span id, empty or 8-byte parent, not all
+   zero). Bad spans are rejected and reported in ``partial_success``; the rest go on.
+3. Hand the request to the forwarder: the received bytes as they are, or re-encoded without the
+   rejected spans (and always for JSON input, which is forwarded as protobuf). A full forward
+   buffer refuses the whole request with a retry hint, before anything is evaluated, so the
+   client retries and nothing acknowledged is lost.
+4. Route each span as the in-process processor does (cached route by name and parent kind, one
+   hash of the trace id) and submit the few that some rule may sample to the engine. Spans in the
+   eval scope (``otel_online_eval``), or carrying the eval marker attribute, are never evaluated.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_online_eval.emit import RULE_ATTR, SCOPE
+from otel_online_eval.otlp_json import decode_request_json
+from otel_online_eval.rules import LOCAL_PARENT, NO_PARENT, REMOTE_PARENT
+from otel_online_eval.sampling import shared_hash
+from otel_online_eval.sidecar.protoview import ProtoSpanView, SharedResource
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+    from otel_online_eval.engine import Engine, Route
+    from otel_online_eval.sidecar.shipper import Shipper
+
+__all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
+
+_EVAL_SCOPE = SCOPE.name
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_REMOTE_FLAGS = 0x300  # HAS_IS_REMOTE | IS_REMOTE
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """``status``: ``ok`` (maybe with rejected spans), ``invalid`` or ``unavailable``."""
+
+    status: str
+    accepted: int = 0
+    rejected: int = 0
+    message: str = ""
+    retry_after_s: float | None = None
+
+
+class ReceiverStats:
+    """Receiver counters, safe to bump from the servers' threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, str]] = Counter()  # (transport, outcome)
+        self.spans: Counter[str] = Counter()  # accepted / rejected
+        self.rejects: Counter[str] = Counter()  # reason -> requests or spans refused
+        self.bytes: Counter[str] = Counter()  # transport -> bytes received
+
+    def request(self, transport: str, outcome: str, size: int) -> None:
+        with self._lock:
+            self.requests[(transport, outcome)] += 1
+            self.bytes[transport] += size
+
+    def add(self, accepted: int, rejected: int, reason: str | None) -> None:
+        with self._lock:
+            self.spans["accepted"] += accepted
+            self.spans["rejected"] += rejected
+            if reason:
+                self.rejects[reason] += max(rejected, 1)
+
+
+def make_proto_view(
+    item: tuple[ProtoSpan, SharedResource, tuple[str, str]],
+    presets: Sequence[str] | None = None,
+) -> ProtoSpanView | None:
+    """The engine's view factory for received spans; None for eval spans (never evaluated)."""
+    span, resource, scope = item
+    for kv in span.attributes:
+        if kv.key == RULE_ATTR:
+            return None
+    return ProtoSpanView(span, resource, scope, presets)
+
+
+def _bad_ids(span: ProtoSpan) -> str | None:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+        return f"trace_id must be 16 bytes, not all zero (got {len(trace_id)} bytes)"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
+        return f"span_id must be 8 bytes, not all zero (got {len(span_id)} bytes)"
+    if parent and len(parent) != 8:
+        return f"parent_span_id must be empty or 8 bytes (got {len(parent)} bytes)"
+    return None
+
+
+class Ingest:
+    """Decodes, checks, forwards and routes export requests.
+
+    Args:
+        engine: the evaluation engine (replaced on reload).
+        forwarder: where received spans go on to, if anywhere.
+        stats: the receiver's counters.
+    """
+
+    def __init__(self, engine: Engine, forwarder: Shipper | None, stats: ReceiverStats) -> None:
+        self.engine = engine
+        self.forwarder = forwarder
+        self.stats = stats
+        self.closed = False
+
+    def handle(self, body: bytes, fmt: str) -> IngestResult:
+        """Process one request body; ``fmt`` is ``protobuf`` or ``json``."""
+        if self.closed:
+            return IngestResult(
+                "unavailable", message="the receiver is shutting down", retry_after_s=1.0
+            )
+        try:
+            if fmt == "json":
+                request = decode_request_json(body)
+            else:
+                request = ExportTraceServiceRequest.FromString(body)
+        except (DecodeError, ValueError, RecursionError) as exc:
+            kind = "OTLP/JSON" if fmt == "json" else "protobuf"
+            self.stats.add(0, 0, "invalid")
+            return IngestResult("invalid", message=f"cannot decode the {kind} request: {exc}")
+
+        rejected, first_problem, candidates, total = self._scan(request)
+        if self.forwarder is not None:
+            if rejected or fmt == "json":
+                _remove_rejected(request)
+                body = request.SerializeToString()
+            if not self.forwarder.offer(body, total - rejected):
+                self.stats.add(0, 0, "forward_buffer_full")
+                return IngestResult(
+                    "unavailable",
+                    message="the forwarding buffer is full; retry later",
+                    retry_after_s=2.0,
+                )
+        submit = self.engine.submit
+        for item, route, hash_ in candidates:
+            submit(item, route, hash_)
+        self.stats.add(total - rejected, rejected, "invalid_span" if rejected else None)
+        message = ""
+        if rejected:
+            message = f"{rejected} span(s) rejected; the first: {first_problem}"
+        return IngestResult("ok", total - rejected, rejected, message)
+
+    def _scan(
+        self, request: ExportTraceServiceRequest
+    ) -> tuple[int, str, list[tuple[object, Route, int]], int]:
+        router = self.engine.router
+        cache, route_of = router.cache, router.route
+        rejected, total = 0, 0
+        first_problem = ""
+        candidates: list[tuple[object, Route, int]] = []
+        for resource_spans in request.resource_spans:
+            shared: SharedResource | None = None
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope
+                evaluate = scope.name != _EVAL_SCOPE
+                names: tuple[str, str] | None = None
+                for span in scope_spans.spans:
+                    total += 1
+                    problem = _bad_ids(span)
+                    if problem is not None:
+                        rejected += 1
+                        first_problem = first_problem or problem
+                        continue
+                    if not evaluate:
+                        continue
+                    if not span.parent_span_id:
+                        state = NO_PARENT
+                    elif span.flags & _REMOTE_FLAGS == _REMOTE_FLAGS:
+                        state = REMOTE_PARENT
+                    else:
+                        state = LOCAL_PARENT
+                    name = span.name
+                    route = cache[state].get(name) or route_of(name, state)
+                    route.seen.add()
+                    if route.bound:
+                        hash_ = shared_hash(int.from_bytes(span.trace_id, "big"))
+                        if hash_ < route.bound:
+                            if shared is None:
+                                shared = SharedResource(resource_spans.resource)
+                            if names is None:
+                                names = (scope.name, scope.version)
+                            candidates.append(((span, shared, names), route, hash_))
+        return rejected, first_problem, candidates, total
+
+
+def _remove_rejected(request: ExportTraceServiceRequest) -> None:
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            for i in range(len(spans) - 1, -1, -1):
+                if _bad_ids(spans[i]) is not None:
+                    del spans[i]

@@ -1,0 +1,135 @@
+"""The sidecar's ``GET /metrics``: engine, receiver and shipper counts in Prometheus text format.
+
+Names are the self-metrics of :mod:`otel_online_eval.metrics` with dots as underscores and
+``_total`` on counters, plus the receiver's and the two shippers' (``forward``, ``export``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from otel_online_eval.engine import EngineStats
+from otel_online_eval.sidecar.ingest import ReceiverStats
+from otel_online_eval.sidecar.shipper import ShipperStats
+
+__all__ = ["render"]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Doc:
+    def __init__(self, common: Mapping[str, str]) -> None:
+        self.lines: list[str] = []
+        self.common = dict(common)
+
+    def metric(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[Mapping[str, str], float]],
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            merged = {**self.common, **labels}
+            text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in merged.items())
+            self.lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+
+
+def render(
+    engine: EngineStats,
+    receiver: ReceiverStats,
+    shippers: Mapping[str, ShipperStats],
+    common: Mapping[str, str] | None = None,
+) -> str:
+    """The exposition text; ``common`` labels go on every sample (e.g. the worker)."""
+    d = _Doc(common or {})
+    d.metric("online_eval_spans_seen_total", "counter", "Spans looked at", [({}, engine.seen)])
+    for key, help_text in (
+        ("selected", "Spans a rule's apply_to picked"),
+        ("sampled", "Selected spans kept by a rule's sampling"),
+        ("filtered_out", "Sampled spans a rule's filter refused"),
+    ):
+        d.metric(
+            f"online_eval_spans_{key}_total",
+            "counter",
+            help_text,
+            [({"rule": r}, v) for r, v in getattr(engine, key).items()],
+        )
+    d.metric(
+        "online_eval_spans_dropped_total",
+        "counter",
+        "Spans not evaluated, by reason",
+        [({"reason": r}, v) for r, v in engine.dropped.items()],
+    )
+    d.metric(
+        "online_eval_evals_total",
+        "counter",
+        "Evaluations exported",
+        [({"rule": r}, v) for r, v in engine.evals.items()],
+    )
+    d.metric(
+        "online_eval_scores_total",
+        "counter",
+        "Scorer runs by outcome",
+        [
+            ({"rule": r, "scorer": s, "outcome": o}, v)
+            for (r, s, o), v in sorted(engine.scores.items())
+        ],
+    )
+    d.metric(
+        "online_eval_judge_tokens_total",
+        "counter",
+        "Tokens used by LLM judges",
+        [
+            ({"rule": r, "scorer": s, "model": m, "type": t}, v)
+            for (r, s, m, t), v in sorted(engine.tokens.items())
+        ],
+    )
+    d.metric(
+        "online_eval_queue_size", "gauge", "Spans waiting for evaluation", [({}, engine.queue_size)]
+    )
+    d.metric(
+        "otlp_receiver_requests_total",
+        "counter",
+        "Export requests by transport, outcome",
+        [({"transport": t, "outcome": o}, v) for (t, o), v in sorted(receiver.requests.items())],
+    )
+    d.metric(
+        "otlp_receiver_spans_total",
+        "counter",
+        "Spans received, accepted or rejected",
+        [({"result": k}, v) for k, v in sorted(receiver.spans.items())],
+    )
+    d.metric(
+        "otlp_receiver_rejects_total",
+        "counter",
+        "Refusals by reason",
+        [({"reason": k}, v) for k, v in sorted(receiver.rejects.items())],
+    )
+    d.metric(
+        "otlp_receiver_bytes_total",
+        "counter",
+        "Request bytes received",
+        [({"transport": k}, v) for k, v in sorted(receiver.bytes.items())],
+    )
+    for field, kind, help_text in (
+        ("sent_spans", "counter", "Spans delivered downstream"),
+        ("sent_requests", "counter", "Requests delivered downstream"),
+        ("retries", "counter", "Retried attempts"),
+        ("failures", "counter", "Failed attempts"),
+        ("refused_spans", "counter", "Spans refused because the buffer was full"),
+        ("dropped_spans", "counter", "Spans given up on after retries or at shutdown"),
+        ("queued_bytes", "gauge", "Bytes waiting to be sent"),
+    ):
+        suffix = "_total" if kind == "counter" else ""
+        d.metric(
+            f"online_eval_shipper_{field}{suffix}",
+            kind,
+            help_text,
+            [({"pipeline": name}, getattr(s, field)) for name, s in shippers.items()],
+        )
+    return "\n".join(d.lines) + "\n"

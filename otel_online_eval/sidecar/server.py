@@ -1,0 +1,213 @@
+"""The sidecar: receivers, forwarder and engine put together, with drain and reload.
+
+``otel-online-eval serve -c sidecar.yaml`` runs one :class:`Sidecar` per process. SIGTERM (or
+SIGINT) drains: health turns NOT_SERVING, new requests get UNAVAILABLE, requests in progress
+finish, queued evaluations finish and their eval spans are exported, the forward buffer is sent,
+all within ``receiver.drain_timeout_s``; what cannot be finished is counted as dropped. SIGHUP
+reloads the rules, scorers and export from the same file: an invalid file is reported and the
+running config keeps going; receiver and forward settings need a restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from otel_online_eval._errors import ConfigError
+from otel_online_eval.config import OnlineEvalConfig, load_config
+from otel_online_eval.emit import Emitter, EvalSink
+from otel_online_eval.engine import Engine, EngineStats
+from otel_online_eval.exporters import ExportConfig, OtlpExportConfig, build_span_processor
+from otel_online_eval.sidecar.config import ReceiverConfig, RetryConfig
+from otel_online_eval.sidecar.emit_proto import ProtoEmitter
+from otel_online_eval.sidecar.grpc_server import GrpcReceiver
+from otel_online_eval.sidecar.http_server import HttpReceiver
+from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
+from otel_online_eval.sidecar.prometheus import render
+from otel_online_eval.sidecar.shipper import Shipper, make_sender, resolve_target
+
+__all__ = ["Sidecar"]
+
+logger = logging.getLogger(__name__)
+
+_EXPORT_BUFFER_BYTES = 64 * 1024 * 1024
+
+
+def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -> EvalSink:
+    """Eval spans as protobuf straight to OTLP (the fast path), or through any SpanExporter
+    (console, file, or one given in code)."""
+    if exporter is not None:
+        return Emitter(BatchSpanProcessor(exporter))
+    export = config.export or ExportConfig()
+    if export.kind != "otlp":
+        return Emitter(build_span_processor(export))
+    otlp = export.otlp or OtlpExportConfig()
+    shipper = Shipper(
+        "export", make_sender(resolve_target(otlp)), _EXPORT_BUFFER_BYTES, RetryConfig()
+    )
+    batch = export.batch
+    delay = (batch.schedule_delay_ms or 200) / 1000
+    return ProtoEmitter(shipper, delay, batch.max_export_batch_size or 512)
+
+
+class Sidecar:
+    """One sidecar process's worth of serving.
+
+    Args:
+        config: the loaded config (``receiver:`` defaults apply when absent).
+        config_path: the file to reload from on SIGHUP.
+        exporter: send eval spans through this SpanExporter instead of the config's export.
+        reuse_port: share the ports with sibling worker processes.
+        worker: this worker's index, for metrics labels.
+    """
+
+    def __init__(
+        self,
+        config: OnlineEvalConfig,
+        *,
+        config_path: str | None = None,
+        exporter: SpanExporter | None = None,
+        reuse_port: bool = False,
+        worker: int | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._exporter = exporter
+        self.receiver_config = config.receiver or ReceiverConfig()
+        self.stats = ReceiverStats()
+        self.forwarder: Shipper | None = None
+        if config.forward is not None:
+            forward = config.forward
+            self.forwarder = Shipper(
+                "forward",
+                make_sender(resolve_target(forward.otlp)),
+                forward.max_queue_bytes,
+                forward.retry,
+            )
+        self.engine = self._build_engine(config)
+        self.ingest = Ingest(self.engine, self.forwarder, self.stats)
+        self._labels = {"worker": str(worker)} if worker is not None else {}
+        rc = self.receiver_config
+        self.grpc: GrpcReceiver | None = None
+        self.http: HttpReceiver | None = None
+        if rc.grpc is not None:
+            self.grpc = GrpcReceiver(rc.grpc, self.ingest, rc.tls, rc.auth, reuse_port)
+        if rc.http is not None:
+            self.http = HttpReceiver(
+                rc.http, self.ingest, self.metrics_text, rc.tls, rc.auth, reuse_port
+            )
+        self._stopped = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._drained = False
+
+    def _build_engine(self, config: OnlineEvalConfig) -> Engine:
+        make_view = functools.partial(make_proto_view, presets=config.extract.presets)
+        return Engine(config.rules, build_sink(config, self._exporter), make_view, config.engine)
+
+    def start(self) -> None:
+        if self.grpc is not None:
+            self.grpc.start()
+        if self.http is not None:
+            self.http.start()
+        logger.info(
+            "Sidecar serving",
+            extra={
+                "grpc": self.grpc.endpoint if self.grpc else None,
+                "http": self.http.endpoint if self.http else None,
+                "rules": len(self.config.rules),
+                "forward": self.forwarder is not None,
+                "pid": os.getpid(),
+            },
+        )
+
+    def metrics_text(self) -> str:
+        shippers = {}
+        if self.forwarder is not None:
+            shippers["forward"] = self.forwarder.stats
+        sink = self.engine.emitter
+        if isinstance(sink, ProtoEmitter):
+            shippers["export"] = sink.shipper.stats
+        return render(self.engine.stats(), self.stats, shippers, self._labels)
+
+    def stats_snapshot(self) -> Mapping[str, object]:
+        stats: EngineStats = self.engine.stats()
+        return {"engine": stats, "receiver": self.stats}
+
+    def reload(self) -> bool:
+        """Load the config file again and swap rules, scorers and export; False if invalid."""
+        if self.config_path is None:
+            logger.warning("Reload asked for, but the sidecar was not started from a file.")
+            return False
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            logger.error("Reload refused; the running config stays in force.\n%s", exc)
+            return False
+        if config.receiver != self.config.receiver or config.forward != self.config.forward:
+            logger.warning("receiver: and forward: changes take effect only after a restart.")
+        new_engine = self._build_engine(config)
+        old_engine, self.engine = self.engine, new_engine
+        self.ingest.engine = new_engine
+        self.config = config
+        threading.Thread(target=old_engine.shutdown, name="online-eval-retire", daemon=True).start()
+        logger.info("Config reloaded", extra={"rules": len(config.rules)})
+        return True
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop accepting, finish and flush everything within ``timeout_s``; idempotent.
+
+        Returns:
+            False when something could not be finished in time (it is counted as dropped).
+        """
+        with self._drain_lock:
+            if self._drained:
+                return True
+            self._drained = True
+        timeout_s = self.receiver_config.drain_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        logger.info("Draining", extra={"timeout_s": timeout_s})
+        self.ingest.closed = True
+        if self.grpc is not None:
+            self.grpc.set_serving(False)
+        if self.http is not None:
+            self.http.serving = False
+        grace = min(5.0, timeout_s / 4)
+        if self.grpc is not None:
+            self.grpc.stop(grace)
+        ok = [True, True]
+
+        def finish_engine() -> None:
+            left = max(0.0, deadline - time.monotonic())
+            ok[0] = self.engine.shutdown(int(left * 1000))
+
+        def finish_forward() -> None:
+            if self.forwarder is not None:
+                ok[1] = self.forwarder.shutdown(max(0.0, deadline - time.monotonic()))
+
+        workers = [threading.Thread(target=finish_engine), threading.Thread(target=finish_forward)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()) + 5)
+        if self.http is not None:
+            self.http.stop()
+        self._stopped.set()
+        engine = self.engine.stats()
+        logger.info(
+            "Drained",
+            extra={
+                "complete": all(ok),
+                "eval_dropped": sum(engine.dropped.values()),
+                "forward_dropped": self.forwarder.stats.dropped_spans if self.forwarder else 0,
+            },
+        )
+        return all(ok)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._stopped.wait(timeout_s)
