@@ -22,6 +22,18 @@ def _summary(cfg: OnlineEvalConfig) -> str:
         lines.append(f"export: {cfg.export.kind}")
     else:
         lines.append("export: otlp, configured by the OTEL_EXPORTER_OTLP_* environment")
+    if cfg.receiver is not None:
+        rc = cfg.receiver
+        parts = [
+            f"grpc {rc.grpc.endpoint}" if rc.grpc else "",
+            f"http {rc.http.endpoint}" if rc.http else "",
+            "tls" if rc.tls else "",
+            "bearer token" if rc.auth else "",
+        ]
+        lines.append("receiver (serve): " + ", ".join(p for p in parts if p))
+    if cfg.forward is not None:
+        otlp = cfg.forward.otlp
+        lines.append(f"forward (serve): otlp {otlp.protocol or 'grpc'} {otlp.endpoint or ''}")
     for rule in cfg.rules:
         sel = rule.apply_to
         picks = []

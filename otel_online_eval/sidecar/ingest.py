@@ -168,14 +168,21 @@ class Ingest:
                 names: tuple[str, str] | None = None
                 for span in scope_spans.spans:
                     total += 1
-                    problem = _bad_ids(span)
-                    if problem is not None:
+                    # Each field read makes a new object: read each once.
+                    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                    if (
+                        len(trace_id) != 16
+                        or len(span_id) != 8
+                        or (parent and len(parent) != 8)
+                        or trace_id == _ZERO_TRACE
+                        or span_id == _ZERO_SPAN
+                    ):
                         rejected += 1
-                        first_problem = first_problem or problem
+                        first_problem = first_problem or str(_bad_ids(span))
                         continue
                     if not evaluate:
                         continue
-                    if not span.parent_span_id:
+                    if not parent:
                         state = NO_PARENT
                     elif span.flags & _REMOTE_FLAGS == _REMOTE_FLAGS:
                         state = REMOTE_PARENT
@@ -185,7 +192,7 @@ class Ingest:
                     route = cache[state].get(name) or route_of(name, state)
                     route.seen.add()
                     if route.bound:
-                        hash_ = shared_hash(int.from_bytes(span.trace_id, "big"))
+                        hash_ = shared_hash(int.from_bytes(trace_id, "big"))
                         if hash_ < route.bound:
                             if shared is None:
                                 shared = SharedResource(resource_spans.resource)

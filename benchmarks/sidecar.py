@@ -1,0 +1,344 @@
+"""What the sidecar costs per span, measured against a no-op receiver, in one run.
+
+Prints spans/s and receiver CPU µs per span (the receiving process's user + system time, read
+from /proc) for:
+
+  (a) a no-op OTLP/gRPC receiver written here (takes the bytes, answers OK, parses nothing);
+  (b) the sidecar forwarding only (no rules), to a no-op downstream;
+  (c) the sidecar forwarding and evaluating: 10 rules at 10% sampling, heuristic scorers, eval
+      spans exported over OTLP/gRPC to a counting downstream;
+
+and for (c) the eval spans exported per second and the sidecar CPU per eval span. The load
+generator is a separate process sending pre-built 512-span requests (12 GenAI attributes and a
+1 KB prompt per span) over gRPC from several threads. Target for (c): at most 6 µs of sidecar
+CPU per span.
+
+Run: ``.venv/bin/python benchmarks/sidecar.py`` (about a minute; ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from hotpath import ATTRS, SCORERS, ten_rules  # noqa: E402
+
+METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+# -- roles run as subprocesses --------------------------------------------------------------
+
+
+def run_noop_receiver(port: int, count: bool) -> None:
+    """A gRPC receiver that answers OK; with ``count``, it parses to count spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    spans = [0]
+    lock = threading.Lock()
+
+    def export(body: bytes, context: Any) -> bytes:
+        if count:
+            request = ExportTraceServiceRequest.FromString(body)
+            n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with lock:
+                spans[0] += n
+        return b""
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(8), options=[("grpc.max_receive_message_length", 1 << 26)]
+    )
+    handler = grpc.unary_unary_rpc_method_handler(export)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: print(spans[0], flush=True))
+    while not stop.wait(0.2):
+        pass
+    server.stop(0)
+
+
+def build_requests(n: int, seed: int = 1) -> list[bytes]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    from otel_online_eval.sidecar.emit_proto import encode_attributes
+
+    rng = random.Random(seed)
+    attrs = encode_attributes(ATTRS)
+    resource = {"attributes": encode_attributes({"service.name": "bench", "host.name": "h1"})}
+    now = time.time_ns()
+    bodies = []
+    for _ in range(n):
+        spans = []
+        for i in range(512):
+            root = i % 4 == 0
+            span = Span(
+                trace_id=rng.getrandbits(128).to_bytes(16, "big"),
+                span_id=rng.getrandbits(64).to_bytes(8, "big"),
+                name="chat" if not root else "POST /support",
+                kind=Span.SPAN_KIND_CLIENT,
+                start_time_unix_nano=now,
+                end_time_unix_nano=now + rng.randint(100, 2000) * 1_000_000,
+                attributes=attrs,
+            )
+            if not root:
+                span.parent_span_id = rng.getrandbits(64).to_bytes(8, "big")
+            spans.append(span)
+        request = ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(resource=resource, scope_spans=[
+                ScopeSpans(scope={"name": "bench"}, spans=spans)])]
+        )
+        bodies.append(request.SerializeToString())
+    return bodies
+
+
+def run_load(port: int, requests: int, threads: int) -> None:
+    """Send ``requests`` pre-built requests; print one JSON line with what happened."""
+    bodies = build_requests(16)
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 26)]
+    )
+    call = channel.unary_unary(METHOD)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    sent = [0, 0]  # ok, failed
+    lock = threading.Lock()
+    next_index = iter(range(requests))
+
+    def worker() -> None:
+        for i in next_index:
+            try:
+                call(bodies[i % len(bodies)], timeout=30)
+                with lock:
+                    sent[0] += 1
+            except grpc.RpcError:
+                with lock:
+                    sent[1] += 1
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"ok": sent[0], "failed": sent[1], "seconds": elapsed}), flush=True)
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def wait_idle(pid: int, timeout: float = 120) -> float:
+    """Wait until the process uses under 2% of a core for 0.5 s; returns when it went idle."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.01:
+            return time.perf_counter() - 0.5
+        last = now
+    return time.perf_counter()
+
+
+def load(port: int, requests: int, threads: int) -> dict[str, Any]:
+    proc = spawn(__file__, "--load", str(port), str(requests), str(threads))
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(err)
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+def measure(name: str, pid: int, port: int, requests: int, threads: int) -> dict[str, Any]:
+    load(port, 4, 2)  # warm up: connections, caches
+    cpu0 = cpu_seconds(pid)
+    result = load(port, requests, threads)
+    cpu = cpu_seconds(pid) - cpu0
+    spans = result["ok"] * 512
+    row = {
+        "name": name,
+        "spans": spans,
+        "failed_requests": result["failed"],
+        "spans_per_s": spans / result["seconds"],
+        "cpu_us_per_span": cpu / spans * 1e6 if spans else float("nan"),
+        "cpu_s": cpu,
+    }
+    print(f"   {name:44} {row['spans_per_s']:10.0f} spans/s  {row['cpu_us_per_span']:6.2f} us "
+          f"CPU/span  ({spans} spans, {result['failed']} failed requests)", flush=True)
+    return row
+
+
+def sidecar_config(path: Path, grpc_port: int, forward_port: int, export_port: int | None,
+                   rate: float | None, queue_size: int = 100_000) -> None:
+    config: dict[str, Any] = {
+        "receiver": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}",
+                              "max_message_bytes": 1 << 26},
+                     "http": False, "drain_timeout_s": 30},
+        "forward": {"otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{forward_port}",
+                             "insecure": True}},
+        "engine": {"queue_size": queue_size},
+    }
+    if rate is None:
+        config.update({"scorers": {}, "rules": []})
+    else:
+        rules = ten_rules(rate)
+        config.update({"scorers": SCORERS, "rules": rules["rules"]})
+    if export_port is not None:
+        config["export"] = {"otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{export_port}",
+                                     "insecure": True}, "batch": {"schedule_delay_ms": 200}}
+    path.write_text(yaml.safe_dump(config))
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    requests = 60 if quick else 400
+    threads = 4
+    print(f"sidecar benchmark: {requests} requests of 512 spans, {threads} client threads, "
+          f"{os.cpu_count()} cores")
+    rows = []
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        port = free_port()
+        noop = spawn(__file__, "--noop", str(port))
+        procs.append(noop)
+        wait_port(port)
+        rows.append(measure("(a) no-op receiver", noop.pid, port, requests, threads))
+        stop(noop)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, rate, queue in (
+                ("(b) sidecar, forwarding only", None, 100_000),
+                ("(c0) sidecar, forwarding + routing, no evaluation", 0.1, 1),
+                ("(c) sidecar, forwarding + 10 rules @ 0.1", 0.1, 100_000),
+            ):
+                downstream_port, export_port, port = free_port(), free_port(), free_port()
+                downstream = spawn(__file__, "--noop", str(downstream_port))
+                exports = spawn(__file__, "--count", str(export_port))
+                procs += [downstream, exports]
+                config = Path(tmp) / "sidecar.yaml"
+                sidecar_config(config, port, downstream_port,
+                               export_port if rate is not None else None, rate, queue)
+                sidecar = subprocess.Popen(
+                    [sys.executable, "-m", "otel_online_eval.cli", "serve", "-c", str(config),
+                     "--log-level", "warning"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )
+                procs.append(sidecar)
+                for p in (downstream_port, export_port, port):
+                    wait_port(p)
+                started = time.perf_counter()
+                row = measure(label, sidecar.pid, port, requests, threads)
+                if rate is not None and queue > 1:
+                    # Let the engine finish what it queued (the process goes idle), then count
+                    # all the CPU it took and the eval spans that arrived.
+                    cpu_after_load = cpu_seconds(sidecar.pid)
+                    idle_at = wait_idle(sidecar.pid)
+                    eval_cpu = cpu_seconds(sidecar.pid) - cpu_after_load
+                    all_cpu = row["cpu_s"] + eval_cpu
+                    print(f"   {'':44} {all_cpu / row['spans'] * 1e6:10.2f} us CPU/span "
+                          f"including evaluation that finished after the load "
+                          f"({eval_cpu:.2f} s more)")
+                    err = stop(sidecar)
+                    exports.send_signal(signal.SIGUSR1)
+                    line = exports.stdout.readline() if exports.stdout else "0"
+                    eval_spans = int(line.strip() or 0)
+                    total = idle_at - started
+                    row["eval_spans"] = eval_spans
+                    row["all_cpu_us_per_span"] = all_cpu / row["spans"] * 1e6
+                    print(f"   {'':44} {eval_spans / total:10.0f} eval spans/s exported "
+                          f"({eval_spans} in {total:.1f} s)")
+                    if eval_spans:
+                        print(f"   {'':44} {all_cpu / eval_spans * 1e6:10.1f} us sidecar CPU "
+                              "per eval span exported (all sidecar CPU / eval spans)")
+                    if "Traceback" in err:
+                        print(err, file=sys.stderr)
+                else:
+                    stop(sidecar)
+                stop(downstream)
+                stop(exports)
+                rows.append(row)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    a, b, c0, c = rows
+    print(f"ratios: (b)/(a) CPU per span {b['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x, "
+          f"(c)/(a) {c['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x")
+    print(f"target (<= 6 us sidecar CPU per span at ingest): the request path (c0) costs "
+          f"{c0['cpu_us_per_span']:.2f} us/span; with evaluation running alongside (c) "
+          f"{c['cpu_us_per_span']:.2f} us/span during the load and "
+          f"{c['all_cpu_us_per_span']:.2f} us/span once every queued evaluation is done")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] in ("--noop", "--count"):
+        run_noop_receiver(int(sys.argv[2]), count=sys.argv[1] == "--count")
+    elif len(sys.argv) > 4 and sys.argv[1] == "--load":
+        run_load(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        sys.exit(main())
