@@ -63,9 +63,27 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class ExtractConfig:
-    """Which conventions are read for input/output/model, in order (None: all known)."""
+    """Where input, output, model and usage are read from (the ``extract:`` section).
+
+    Attributes:
+        presets: the conventions to try, in order (None: every known preset, in the default
+            order); the first that finds content wins.
+        input: the project's own attribute keys holding the input, tried before any preset;
+            the first key present wins.
+        output: the same for the output.
+        input_text: what the ``input`` text is: ``last_user`` (the last user message) or
+            ``conversation`` (every input message, one ``role: text`` line each).
+    """
 
     presets: tuple[str, ...] | None = None
+    input: tuple[str, ...] = ()
+    output: tuple[str, ...] = ()
+    input_text: str = "last_user"
+
+    @property
+    def is_default(self) -> bool:
+        """True when nothing is configured (views may then extract with the defaults)."""
+        return self == ExtractConfig()
 
 
 @dataclass(frozen=True)
@@ -135,17 +153,39 @@ def _parse(data: Any, issues: Issues, source: str) -> OnlineEvalConfig:
 
 
 def _read_extract(r: Reader) -> ExtractConfig:
+    from otel_online_eval.genai import INPUT_TEXT_MODES
+
     presets = r.str_list("presets")
+    keys = {side: r.str_list(side, allow_scalar=True) for side in ("input", "output")}
+    input_text = r.choice("input_text", INPUT_TEXT_MODES, default="last_user")
     r.done()
-    if presets is None:
-        return ExtractConfig()
-    for i, name in enumerate(presets):
-        if name not in PRESETS:
-            r.issues.add(
-                f"{r.at('presets')}[{i}]",
-                f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}",
+    for side, names in keys.items():
+        for i, key in enumerate(names or ()):
+            if not key.strip():
+                r.issues.add(f"{r.at(side)}[{i}]", "must be an attribute key, got an empty string")
+    if presets is not None:
+        seen: set[str] = set()
+        for i, name in enumerate(presets):
+            if name not in PRESETS:
+                r.issues.add(
+                    f"{r.at('presets')}[{i}]",
+                    f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}",
+                )
+            elif name in seen:
+                r.issues.add(f"{r.at('presets')}[{i}]", f"preset {name!r} is listed twice")
+            seen.add(name)
+        if not presets and not (keys["input"] or keys["output"]):
+            r.error(
+                "presets",
+                "must name at least one preset (or give 'input'/'output' keys); "
+                f"known presets: {', '.join(PRESETS)}",
             )
-    return ExtractConfig(tuple(presets))
+    return ExtractConfig(
+        tuple(presets) if presets is not None else None,
+        tuple(keys["input"] or ()),
+        tuple(keys["output"] or ()),
+        input_text,
+    )
 
 
 def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:

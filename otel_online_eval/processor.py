@@ -103,11 +103,11 @@ class OnlineEvalSpanProcessor(SpanProcessor):
             span_processor = build_span_processor(config.export, exporter)
         self._resource = resource or Resource.create()
         self._ids = RandomIdGenerator()
-        presets = config.extract.presets
+        extraction = config.extract
         self._engine = Engine(
             all_rules,
             Emitter(span_processor),
-            (lambda span: SdkSpanView(span, presets)) if presets else SdkSpanView,
+            SdkSpanView if extraction.is_default else (lambda s: SdkSpanView(s, extraction)),
             engine or config.engine,
             meter_provider,
         )

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 if TYPE_CHECKING:
-    from otel_online_eval.genai import GenAIFields
+    from otel_online_eval.genai import ExtractSettings, GenAIFields
 
 __all__ = ["EventView", "LinkView", "SdkSpanView", "SpanView"]
 
@@ -79,7 +79,9 @@ class SpanView:
     scope_name: str
     scope_version: str
 
-    def __init__(self, presets: Sequence[str] | None = None) -> None:
+    def __init__(self, presets: Sequence[str] | ExtractSettings | None = None) -> None:
+        """``presets``: how :attr:`genai` is extracted: preset names in order, or extraction
+        settings (``ExtractConfig``); None for the defaults."""
         self._genai: GenAIFields | None = None
         self._presets = presets
 
@@ -146,7 +148,9 @@ class SdkSpanView(SpanView):
 
     __slots__ = ("_attributes", "_span")
 
-    def __init__(self, span: ReadableSpan, presets: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, span: ReadableSpan, presets: Sequence[str] | ExtractSettings | None = None
+    ) -> None:
         super().__init__(presets)
         self._span = span
         self._attributes: Mapping[str, Any] | None = None

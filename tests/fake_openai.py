@@ -18,6 +18,7 @@ repeating; :meth:`FakeOpenAI.respond_with` takes a function of the request inste
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "completion",
     "error",
     "fake_openai",
+    "quiet",
     "text",
     "tool_call",
 ]
@@ -295,6 +297,19 @@ class FakeOpenAI:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def quiet(server: FakeOpenAI) -> FakeOpenAI:
+    """Stop ``server`` printing a traceback when a client hangs up before a (delayed) reply is
+    written, as clients that time out do."""
+    inner = server._server
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            _Server.handle_error(inner, request, client_address)
+
+    inner.handle_error = handle_error  # type: ignore[method-assign]
+    return server
 
 
 @pytest.fixture

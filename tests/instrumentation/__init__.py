@@ -1,0 +1,1 @@
+"""Real instrumentation libraries against the fake OpenAI server (tests/test_genai_*.py)."""
