@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -91,6 +92,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # gRPC's own logging is not JSON; keep it to errors unless asked otherwise.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     if args.workers > 1:
         from otel_online_eval.sidecar.workers import run_workers
 
@@ -171,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
+    from otel_online_eval.tools.commands import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         _configure_logging(args.log_format, args.log_level)

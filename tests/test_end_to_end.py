@@ -219,5 +219,6 @@ def test_public_api_is_sorted_and_complete() -> None:
         "scorers",
         "sidecar",
         "spanview",
+        "tools",
     }
     assert public - modules == set(names)

@@ -173,6 +173,9 @@ class ProtoEmitter(PlanningEmitter):
         self._flush_requested = 0
         self._flushed = 0
         self.dropped_spans = 0
+        # A time.monotonic() bound for shutdown(), set by the sidecar's drain: the engine calls
+        # shutdown() without a timeout, and undeliverable spans must not outlast the drain.
+        self.deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="online-eval-emit", daemon=True)
         self._thread.start()
 
@@ -244,11 +247,15 @@ class ProtoEmitter(PlanningEmitter):
         return self.shipper.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Ship what is pending within ``timeout_s`` (and before ``deadline``, if set)."""
+        end = time.monotonic() + timeout_s
+        if self.deadline is not None:
+            end = min(end, self.deadline)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout_s)
-        self.shipper.shutdown(timeout_s)
+        self._thread.join(max(0.0, end - time.monotonic()))
+        self.shipper.shutdown(max(0.0, end - time.monotonic()))
 
 
 def _resource_proto(resource: Resource) -> ProtoResource:

@@ -42,7 +42,11 @@ def _retry_trailer(code: grpc.StatusCode, message: str, delay_s: float) -> tuple
     detail = AnyProto()
     detail.Pack(info)
     status = RpcStatus(code=code.value[0], message=message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        # The Python SDK's exporter reads the hint from this trailer instead.
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
 
 
 class GrpcReceiver:

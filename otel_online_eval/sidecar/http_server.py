@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -66,11 +67,24 @@ class _Server(ThreadingHTTPServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr, outside the JSON logs, for every
+        # client that fails the TLS handshake or hangs up mid-request: log one line instead.
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        if isinstance(exc, ssl.SSLError):
+            logger.warning("TLS error with HTTP client %s: %s", peer, exc)
+        elif isinstance(exc, (ConnectionError, TimeoutError)):
+            logger.debug("HTTP client %s went away: %s", peer, exc)
+        else:
+            logger.exception("Error while serving an HTTP request from %s", peer)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "otel-online-eval"
+    timeout = 120  # seconds a kept-alive connection may idle before its thread is freed
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
@@ -229,7 +243,12 @@ class HttpReceiver:
         self.expected_auth = f"Bearer {auth.bearer_token}".encode() if auth else None
         self.serving = True
         host, _, port = config.endpoint.rpartition(":")
-        self._server = _Server((host.strip("[]"), int(port)), self, reuse_port)
+        try:
+            self._server = _Server((host.strip("[]"), int(port)), self, reuse_port)
+        except OSError as exc:  # say which address: "Address already in use" alone does not
+            raise OSError(
+                f"cannot listen for OTLP/HTTP on {config.endpoint}: {exc.strerror or exc}"
+            ) from exc
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls.cert_file, tls.key_file)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
     from otel_online_eval.engine import Engine, Route
+    from otel_online_eval.genai import ExtractSettings
     from otel_online_eval.sidecar.shipper import Shipper
 
 __all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
@@ -79,7 +80,7 @@ class ReceiverStats:
 
 def make_proto_view(
     item: tuple[ProtoSpan, SharedResource, tuple[str, str]],
-    presets: Sequence[str] | None = None,
+    presets: Sequence[str] | ExtractSettings | None = None,
 ) -> ProtoSpanView | None:
     """The engine's view factory for received spans; None for eval spans (never evaluated)."""
     span, resource, scope = item
@@ -114,6 +115,15 @@ class Ingest:
         self.forwarder = forwarder
         self.stats = stats
         self.closed = False
+        # Requests being handled, by the engine they started with: a replaced engine is shut
+        # down only once they have all submitted to it (see wait_idle).
+        self._active: Counter[Engine] = Counter()
+        self._active_cond = threading.Condition()
+
+    def wait_idle(self, engine: Engine, timeout_s: float) -> bool:
+        """Wait until no request that started with ``engine`` is still being handled."""
+        with self._active_cond:
+            return self._active_cond.wait_for(lambda: engine not in self._active, timeout_s)
 
     def handle(self, body: bytes, fmt: str) -> IngestResult:
         """Process one request body; ``fmt`` is ``protobuf`` or ``json``."""
@@ -131,8 +141,23 @@ class Ingest:
             self.stats.add(0, 0, "invalid")
             return IngestResult("invalid", message=f"cannot decode the {kind} request: {exc}")
 
-        rejected, first_problem, candidates, total = self._scan(request)
-        if self.forwarder is not None:
+        engine = self.engine  # one engine for the whole request, even if a reload swaps it
+        with self._active_cond:
+            self._active[engine] += 1
+        try:
+            return self._handle(engine, request, body, fmt)
+        finally:
+            with self._active_cond:
+                self._active[engine] -= 1
+                if not self._active[engine]:
+                    del self._active[engine]
+                    self._active_cond.notify_all()
+
+    def _handle(
+        self, engine: Engine, request: ExportTraceServiceRequest, body: bytes, fmt: str
+    ) -> IngestResult:
+        rejected, first_problem, candidates, total = self._scan(engine, request)
+        if self.forwarder is not None and total > rejected:  # nothing left: nothing to send
             if rejected or fmt == "json":
                 _remove_rejected(request)
                 body = request.SerializeToString()
@@ -143,7 +168,7 @@ class Ingest:
                     message="the forwarding buffer is full; retry later",
                     retry_after_s=2.0,
                 )
-        submit = self.engine.submit
+        submit = engine.submit
         for item, route, hash_ in candidates:
             submit(item, route, hash_)
         self.stats.add(total - rejected, rejected, "invalid_span" if rejected else None)
@@ -153,9 +178,9 @@ class Ingest:
         return IngestResult("ok", total - rejected, rejected, message)
 
     def _scan(
-        self, request: ExportTraceServiceRequest
+        self, engine: Engine, request: ExportTraceServiceRequest
     ) -> tuple[int, str, list[tuple[object, Route, int]], int]:
-        router = self.engine.router
+        router = engine.router
         cache, route_of = router.cache, router.route
         rejected, total = 0, 0
         first_problem = ""

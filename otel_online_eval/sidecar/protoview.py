@@ -17,6 +17,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResour
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.sdk.resources import Resource
 
+from otel_online_eval.genai import ExtractSettings
 from otel_online_eval.spanview import EventView, LinkView, SpanView
 
 __all__ = ["ProtoSpanView", "SharedResource", "decode_attributes", "decode_value"]
@@ -88,7 +89,7 @@ class ProtoSpanView(SpanView):
         span: ProtoSpan,
         resource: SharedResource,
         scope: tuple[str, str],
-        presets: Sequence[str] | None = None,
+        presets: Sequence[str] | ExtractSettings | None = None,
     ) -> None:
         super().__init__(presets)
         self._span = span

@@ -107,7 +107,7 @@ class Sidecar:
         self._drained = False
 
     def _build_engine(self, config: OnlineEvalConfig) -> Engine:
-        make_view = functools.partial(make_proto_view, presets=config.extract.presets)
+        make_view = functools.partial(make_proto_view, presets=config.extract)
         return Engine(config.rules, build_sink(config, self._exporter), make_view, config.engine)
 
     def start(self) -> None:
@@ -155,7 +155,14 @@ class Sidecar:
         old_engine, self.engine = self.engine, new_engine
         self.ingest.engine = new_engine
         self.config = config
-        threading.Thread(target=old_engine.shutdown, name="online-eval-retire", daemon=True).start()
+
+        def retire() -> None:
+            # Requests that started with the old engine submit to it first: shut down any
+            # sooner, it would drop their spans and count them where no one looks any more.
+            self.ingest.wait_idle(old_engine, 5.0)
+            old_engine.shutdown()
+
+        threading.Thread(target=retire, name="online-eval-retire", daemon=True).start()
         logger.info("Config reloaded", extra={"rules": len(config.rules)})
         return True
 
@@ -180,7 +187,11 @@ class Sidecar:
         grace = min(5.0, timeout_s / 4)
         if self.grpc is not None:
             self.grpc.stop(grace)
+        self.ingest.wait_idle(self.engine, grace)  # requests already accepted submit first
         ok = [True, True]
+        sink = self.engine.emitter
+        if isinstance(sink, ProtoEmitter):
+            sink.deadline = deadline  # the engine shuts its sink down without a timeout
 
         def finish_engine() -> None:
             left = max(0.0, deadline - time.monotonic())
@@ -190,7 +201,11 @@ class Sidecar:
             if self.forwarder is not None:
                 ok[1] = self.forwarder.shutdown(max(0.0, deadline - time.monotonic()))
 
-        workers = [threading.Thread(target=finish_engine), threading.Thread(target=finish_forward)]
+        # Daemons: one stuck past its deadline must not keep the process alive.
+        workers = [
+            threading.Thread(target=finish_engine, daemon=True),
+            threading.Thread(target=finish_forward, daemon=True),
+        ]
         for w in workers:
             w.start()
         for w in workers:
@@ -205,6 +220,11 @@ class Sidecar:
                 "complete": all(ok),
                 "eval_dropped": sum(engine.dropped.values()),
                 "forward_dropped": self.forwarder.stats.dropped_spans if self.forwarder else 0,
+                "export_dropped": (
+                    sink.shipper.stats.dropped_spans + sink.dropped_spans
+                    if isinstance(sink, ProtoEmitter)
+                    else 0
+                ),
             },
         )
         return all(ok)

@@ -1,0 +1,268 @@
+"""Bearer token, TLS and mutual TLS on both receivers, with the SDK's own exporters as clients.
+
+Certificates are made per module with the ``openssl`` command (the ``cryptography`` package is
+not a dependency): a test CA, a server certificate for 127.0.0.1, a client certificate, and a
+client certificate from another CA that the sidecar must refuse.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+from google.rpc.status_pb2 import Status as RpcStatus
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from tests.otlp_receiver import OtlpGrpcReceiver
+from tests.sidecar_helpers import (
+    RawGrpcReceiver,
+    TraceSpans,
+    eval_spans,
+    export_to,
+    forward_to,
+    grpc_health,
+    make_trace,
+    post_http,
+    request_bytes,
+    running_sidecar,
+    send_grpc,
+    sidecar_config,
+)
+
+TOKEN = "s3cr3t-token"
+
+
+def _export(exporter: SpanExporter, trace: TraceSpans) -> SpanExportResult:
+    try:
+        return exporter.export(trace.spans)
+    finally:
+        exporter.shutdown()
+
+
+# -- bearer token ----------------------------------------------------------------------------
+
+
+def test_bearer_token_is_required_on_both_protocols(
+    tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    with RawGrpcReceiver() as forward:
+        config = sidecar_config(
+            export=export_to(otlp_grpc_receiver),
+            forward=forward_to(forward.endpoint),
+            receiver={"auth": {"bearer_token": "${env:SIDECAR_TEST_TOKEN}"}},
+        )
+        good = {"authorization": f"Bearer {TOKEN}"}
+        with running_sidecar(tmp_path, config, env={"SIDECAR_TEST_TOKEN": TOKEN}) as sc:
+            body = request_bytes(make_trace("raw").spans)
+            # gRPC: none, wrong, right
+            for metadata in ((), (("authorization", "Bearer nope"),), (("authorization", TOKEN),)):
+                with pytest.raises(grpc.RpcError) as raised:
+                    send_grpc(sc.grpc_endpoint, body, metadata=metadata)
+                assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert send_grpc(sc.grpc_endpoint, body, metadata=tuple(good.items())) is not None
+            # HTTP: none, wrong, right
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
+                response = post_http(sc, body, headers=headers)
+                assert response.status_code == 401
+                assert RpcStatus.FromString(response.content).code == 16
+            assert post_http(sc, body, headers=good).status_code == 200
+            # The SDK exporters, with and without the header.
+            trace = make_trace("sdk-token")
+            grpc_url = f"http://{sc.grpc_endpoint}"
+            assert _export(GrpcSpanExporter(grpc_url, timeout=5), trace) == SpanExportResult.FAILURE
+            assert (
+                _export(GrpcSpanExporter(grpc_url, headers=good, timeout=5), trace)
+                == SpanExportResult.SUCCESS
+            )
+            assert _export(HttpSpanExporter(sc.url(), timeout=5), trace) == SpanExportResult.FAILURE
+            assert (
+                _export(HttpSpanExporter(sc.url(), headers=good, timeout=5), trace)
+                == SpanExportResult.SUCCESS
+            )
+            # Health is open; metrics are not.
+            assert sc.get("/healthz").status_code == 200
+            assert grpc_health(sc.grpc_endpoint) == "SERVING"
+            assert sc.get("/metrics").status_code == 401
+            m = sc.metrics(headers=good)
+            assert m.value("otlp_receiver_requests_total", outcome="unauthenticated") == 8
+            assert m.value("otlp_receiver_requests_total", transport="grpc", outcome="ok") == 2
+            assert m.value("otlp_receiver_requests_total", transport="http", outcome="ok") == 2
+            # Only the authorized requests went on.
+            forward.wait_for_bodies(4)
+            assert sorted(forward.bodies) == sorted([body, body, *[request_bytes(trace.spans)] * 2])
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_crt: Path
+    server_key: Path
+    client_crt: Path
+    client_key: Path
+    rogue_crt: Path  # a client certificate from a CA the sidecar does not trust
+    rogue_key: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _ca(d: Path, name: str) -> tuple[Path, Path]:
+    key, crt = d / f"{name}.key", d / f"{name}.crt"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return crt, key
+
+
+def _leaf(d: Path, name: str, ca: tuple[Path, Path], usage: str) -> tuple[Path, Path]:
+    key, csr, crt, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt", d / f"{name}.ext"
+    ext.write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage={usage}\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+        "-out", crt, "-days", "2", "-extfile", ext,
+    )  # fmt: skip
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    ca = _ca(d, "test-ca")
+    rogue_ca = _ca(d, "rogue-ca")
+    server = _leaf(d, "server", ca, "serverAuth")
+    client = _leaf(d, "client", ca, "clientAuth")
+    rogue = _leaf(d, "rogue", rogue_ca, "clientAuth")
+    return Pki(ca[0], *server, *client, *rogue)
+
+
+def _creds(pki: Pki, client: tuple[Path, Path] | None = None) -> grpc.ChannelCredentials:
+    if client is None:
+        return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.read_bytes(),
+        private_key=client[1].read_bytes(),
+        certificate_chain=client[0].read_bytes(),
+    )
+
+
+@pytest.fixture
+def no_ca_bundle_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's ``verify``, which
+    is where the SDK's HTTP exporter puts ``certificate_file``: without this, a machine with
+    those variables set would make the exporter ignore the test CA."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+
+@pytest.mark.usefixtures("no_ca_bundle_env")
+def test_tls_with_the_sdk_exporters(
+    tmp_path: Path, pki: Pki, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    tls = {"cert_file": str(pki.server_crt), "key_file": str(pki.server_key)}
+    config = sidecar_config(export=export_to(otlp_grpc_receiver), receiver={"tls": tls})
+    with running_sidecar(tmp_path, config, scheme="https", ssl_verify=str(pki.ca)) as sc:
+        grpc_trace, http_trace = make_trace("tls-grpc"), make_trace("tls-http")
+        grpc_exporter = GrpcSpanExporter(
+            f"https://{sc.grpc_endpoint}", credentials=_creds(pki), timeout=5
+        )
+        assert _export(grpc_exporter, grpc_trace) == SpanExportResult.SUCCESS
+        http_exporter = HttpSpanExporter(sc.url(), certificate_file=str(pki.ca), timeout=5)
+        assert _export(http_exporter, http_trace) == SpanExportResult.SUCCESS
+        got = otlp_grpc_receiver.wait_for_spans(12)
+        assert len(eval_spans(got, grpc_trace.trace_id)) == 2
+        assert len(eval_spans(got, http_trace.trace_id)) == 2
+        # Health and metrics over TLS.
+        assert grpc_health(sc.grpc_endpoint, credentials=_creds(pki)) == "SERVING"
+        assert sc.get("/healthz").text == "ok\n"
+        assert sc.metrics().value("otlp_receiver_spans_total", result="accepted") == 6
+        # Plaintext clients get nowhere, and do no harm.
+        body = request_bytes(make_trace("plain").spans)
+        with pytest.raises(grpc.RpcError) as raised:
+            send_grpc(sc.grpc_endpoint, body, timeout=3)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"http://{sc.http_endpoint}/v1/traces", data=body, timeout=3)
+        # A client that does not trust the CA refuses the server.
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(sc.url("/healthz"), timeout=3, verify=True)
+        assert send_grpc(sc.grpc_endpoint, body, credentials=_creds(pki)) is not None
+        assert post_http(sc, body).status_code == 200
+
+
+@pytest.mark.usefixtures("no_ca_bundle_env")
+def test_mutual_tls_refuses_clients_without_a_trusted_certificate(
+    tmp_path: Path, pki: Pki, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    tls = {
+        "cert_file": str(pki.server_crt),
+        "key_file": str(pki.server_key),
+        "client_ca_file": str(pki.ca),
+    }
+    config = sidecar_config(export=export_to(otlp_grpc_receiver), receiver={"tls": tls})
+    client = (pki.client_crt, pki.client_key)
+    rogue = (pki.rogue_crt, pki.rogue_key)
+    with running_sidecar(tmp_path, config, scheme="https", ssl_verify=str(pki.ca)) as sc:
+        body = request_bytes(make_trace("mtls").spans)
+        for creds in (_creds(pki), _creds(pki, rogue)):  # no certificate, an untrusted one
+            with pytest.raises(grpc.RpcError) as raised:
+                send_grpc(sc.grpc_endpoint, body, credentials=creds, timeout=3)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        for cert in (None, tuple(map(str, rogue))):
+            with pytest.raises(requests.ConnectionError):  # SSLError is one
+                post_http(sc, body, cert=cert, timeout=3)
+        # With a certificate the CA signed: raw calls and the SDK exporters.
+        assert send_grpc(sc.grpc_endpoint, body, credentials=_creds(pki, client)) == (
+            ExportTraceServiceResponse()
+        )
+        assert post_http(sc, body, cert=tuple(map(str, client))).status_code == 200
+        trace = make_trace("mtls-sdk")
+        grpc_exporter = GrpcSpanExporter(
+            f"https://{sc.grpc_endpoint}", credentials=_creds(pki, client), timeout=5
+        )
+        assert _export(grpc_exporter, trace) == SpanExportResult.SUCCESS
+        http_exporter = HttpSpanExporter(
+            sc.url(),
+            certificate_file=str(pki.ca),
+            client_certificate_file=str(pki.client_crt),
+            client_key_file=str(pki.client_key),
+            timeout=5,
+        )
+        assert _export(http_exporter, trace) == SpanExportResult.SUCCESS
+        m = sc.metrics(cert=tuple(map(str, client)))
+        assert m.value("otlp_receiver_requests_total", transport="grpc", outcome="ok") == 2
+        assert m.value("otlp_receiver_requests_total", transport="http", outcome="ok") == 2
+        assert len(eval_spans(otlp_grpc_receiver.wait_for_spans(24))) == 8
+    # Refused handshakes are logged as JSON lines, not as tracebacks.
+    assert "Traceback" not in sc.stderr()
+    tls_errors = sc.log_messages("TLS error with HTTP client 127.0.0.1")
+    assert len(tls_errors) == 2 and tls_errors[0]["level"] == "warning"
