@@ -193,6 +193,12 @@ class Engine:
             self.config.threads, thread_name_prefix="online-eval-scorer"
         )
         self._loop = asyncio.new_event_loop()
+        # Everything the loop runs (callbacks scheduled from the app's threads included, which
+        # would otherwise carry the app's context and its current span) runs in this context:
+        # no current span, and instrumentation suppressed, so scorers and judges never trace
+        # themselves into the app's pipeline or ours.
+        self._ctx = contextvars.Context()
+        self._ctx.run(attach, set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         self._thread = threading.Thread(
             target=self._run_loop, name="online-eval-engine", daemon=True
         )
@@ -230,7 +236,7 @@ class Engine:
         if (not self._ticking or len(queue) >= _WAKE_AT) and not self._wake_pending:
             self._wake_pending = True
             try:
-                self._loop.call_soon_threadsafe(self._wake)
+                self._loop.call_soon_threadsafe(self._wake, context=self._ctx)
             except RuntimeError:  # the loop closed under a racing shutdown
                 self._dropped["shutdown"].add()
 
@@ -253,7 +259,7 @@ class Engine:
                 if not future.done():
                     future.set_exception(exc)
 
-        self._loop.call_soon_threadsafe(self._start_task, run())
+        self._loop.call_soon_threadsafe(self._start_task, run(), context=self._ctx)
         return future
 
     def _direct_done(self, future: concurrent.futures.Future[Any]) -> None:
@@ -271,7 +277,7 @@ class Engine:
             marker = _Marker()
             self._queue.append(marker)
             try:
-                self._loop.call_soon_threadsafe(self._pump)
+                self._loop.call_soon_threadsafe(self._pump, context=self._ctx)
             except RuntimeError:  # the loop closed meanwhile
                 return False
             if not marker.done.wait(max(0.0, deadline - time.monotonic())):
@@ -302,7 +308,7 @@ class Engine:
         self._closed = True
         flushed = self.force_flush(timeout_millis)
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._cancel_all)
+            self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx)
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.emitter.shutdown()
@@ -311,7 +317,8 @@ class Engine:
     # -- the loop's side ---------------------------------------------------------------------
 
     def _run_loop(self) -> None:
-        # Scorers and judges must not trace themselves into the app's pipeline or ours.
+        # The loop thread's own context is suppressed too (tasks copy it); callbacks from other
+        # threads are scheduled with context=self._ctx (copies of it cannot be entered twice).
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         asyncio.set_event_loop(self._loop)
         try:

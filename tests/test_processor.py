@@ -554,3 +554,36 @@ def test_a_skipped_scorer_is_recorded_as_a_skip_not_an_error() -> None:
         assert [e.attributes["gen_ai.evaluation.name"] for e in ev.events if e.attributes] == [
             "always"
         ]
+
+
+def test_scorers_run_without_the_apps_context_and_with_tracing_suppressed() -> None:
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+    seen: list[tuple[str, object, bool]] = []
+
+    def look(where: str) -> float:
+        current = trace.get_current_span().get_span_context().is_valid
+        seen.append((where, get_value(_SUPPRESS_INSTRUMENTATION_KEY), current))
+        return 1.0
+
+    class Inline:
+        name, inline = "inline", True
+
+        def score(self, inp: EvalInput) -> float:
+            return look("inline")
+
+    def in_pool(inp: EvalInput) -> float:
+        return look("pool")
+
+    async def on_loop(inp: EvalInput) -> float:
+        return look("async")
+
+    with rig(rules=[Rule.create("a", [Inline()]), Rule.create("b", [in_pool, on_loop])]) as r:
+        # Spans end while the app has a current span: scorers must not inherit it.
+        with r.tracer.start_as_current_span("request"):
+            for _ in range(3):
+                with r.tracer.start_as_current_span("chat"):
+                    pass
+        r.flush()
+    assert {w for w, _, _ in seen} == {"inline", "pool", "async"}
+    assert all(suppressed is True and not current for _, suppressed, current in seen), seen

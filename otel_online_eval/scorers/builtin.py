@@ -25,6 +25,9 @@ expression over the span). docs/scorers.md is the user reference.
 from __future__ import annotations
 
 from otel_online_eval.scorers import _heuristics, _pii, _python_ref, _refusal, _span_metrics
+from otel_online_eval.scorers import judge as _judge  # noqa: F401  (type llm_judge)
+from otel_online_eval.scorers._autoevals import build_autoevals  # noqa: F401  (type autoevals)
+from otel_online_eval.scorers._embeddings import build_embedding_similarity  # noqa: F401
 
 __all__: list[str] = []
 
