@@ -48,6 +48,7 @@ bench: $(CORE)
 	$(BIN)/python benchmarks/hotpath.py
 	$(BIN)/python benchmarks/sidecar.py
 	$(BIN)/python benchmarks/judge.py
+	$(BIN)/python benchmarks/score.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(foreach p,$(NODE_PROJECTS),$(p)/node_modules)

@@ -238,8 +238,9 @@ def sidecar_config(path: Path, grpc_port: int, forward_port: int, export_port: i
         "receiver": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}",
                               "max_message_bytes": 1 << 26},
                      "http": False, "drain_timeout_s": 30},
+        # A buffer large enough that the load never meets backpressure: we measure CPU.
         "forward": {"otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{forward_port}",
-                             "insecure": True}},
+                             "insecure": True}, "queue": {"max_bytes": 1 << 30}},
         "engine": {"queue_size": queue_size},
     }
     if rate is None:

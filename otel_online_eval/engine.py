@@ -236,7 +236,7 @@ class Engine:
         if (not self._ticking or len(queue) >= _WAKE_AT) and not self._wake_pending:
             self._wake_pending = True
             try:
-                self._loop.call_soon_threadsafe(self._wake, context=self._ctx)
+                self._loop.call_soon_threadsafe(self._wake, context=self._ctx.copy())
             except RuntimeError:  # the loop closed under a racing shutdown
                 self._dropped["shutdown"].add()
 
@@ -259,7 +259,7 @@ class Engine:
                 if not future.done():
                     future.set_exception(exc)
 
-        self._loop.call_soon_threadsafe(self._start_task, run(), context=self._ctx)
+        self._loop.call_soon_threadsafe(self._start_task, run(), context=self._ctx.copy())
         return future
 
     def _direct_done(self, future: concurrent.futures.Future[Any]) -> None:
@@ -277,7 +277,7 @@ class Engine:
             marker = _Marker()
             self._queue.append(marker)
             try:
-                self._loop.call_soon_threadsafe(self._pump, context=self._ctx)
+                self._loop.call_soon_threadsafe(self._pump, context=self._ctx.copy())
             except RuntimeError:  # the loop closed meanwhile
                 return False
             if not marker.done.wait(max(0.0, deadline - time.monotonic())):
@@ -308,7 +308,7 @@ class Engine:
         self._closed = True
         flushed = self.force_flush(timeout_millis)
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx)
+            self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.emitter.shutdown()
@@ -318,7 +318,7 @@ class Engine:
 
     def _run_loop(self) -> None:
         # The loop thread's own context is suppressed too (tasks copy it); callbacks from other
-        # threads are scheduled with context=self._ctx (copies of it cannot be entered twice).
+        # threads get a fresh copy of self._ctx each (one Context cannot be entered twice).
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         asyncio.set_event_loop(self._loop)
         try:

@@ -1,0 +1,1 @@
+"""Offline tools over OTLP files: test a rule, score past traces, explain decisions, report."""

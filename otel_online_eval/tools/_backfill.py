@@ -1,0 +1,566 @@
+"""``otel-online-eval score``: score recorded spans now (manual scoring, backfill).
+
+1. Read the input; keep the spans the rules select and their filters pass (``--filter`` too),
+   newer than ``--since``. Sampling is off unless ``--sample``. Eval spans in the input
+   (``eval {rule}`` spans) mark the spans they score as done for their rule: those are skipped
+   unless ``--rescore``.
+2. Order (input order, or most recent first with ``--most-recent``) and cut (``--limit`` spans).
+3. Feed them to the real :class:`~otel_online_eval.engine.Engine` a window at a time, so scorer
+   timeouts, the thread pool and the judges' concurrency and rate limits apply as in
+   production; eval spans go to the config's exporter or to ``--out FILE`` (OTLP/JSON lines,
+   appended) through a batching processor that waits instead of dropping.
+4. Ctrl-C stops feeding, lets the evaluations in flight finish (a second Ctrl-C abandons them),
+   flushes every eval span made, says how far it got, and exits with 130. Running the same
+   command again with the output among the inputs scores the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.util.types import AttributeValue
+
+from otel_online_eval._errors import ConfigError, FilterSyntaxError
+from otel_online_eval.config import OnlineEvalConfig
+from otel_online_eval.emit import SCORER_ATTR, Emitter, EvalResult, Target
+from otel_online_eval.engine import Engine, Route
+from otel_online_eval.exporters import build_exporter
+from otel_online_eval.query import CompiledFilter, compile_filter
+from otel_online_eval.rules import ApplyTo, Rule, ScorerUse
+from otel_online_eval.sampling import shared_hash
+from otel_online_eval.sidecar.protoview import ProtoSpanView
+from otel_online_eval.tools._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ErrorPrinter,
+    ToolError,
+    load,
+    parse_since,
+    pick_rules,
+    reader_for,
+)
+from otel_online_eval.tools._jsonout import JsonLinesFileExporter
+from otel_online_eval.tools._sinks import BlockingBatchProcessor, CountingSink
+from otel_online_eval.tools._stats import StatsTable
+from otel_online_eval.tools._text import (
+    Progress,
+    fmt_duration,
+    fmt_num,
+    fmt_pct,
+    render_table,
+)
+
+__all__ = ["add_score_command", "run_score"]
+
+BACKFILL_ATTR = "online_eval.backfill"
+"""Set to true on eval spans made by ``score`` (not by live traffic)."""
+_STALL_S = 60.0
+SCORED_END_ATTR = "online_eval.span.end_time_unix_nano"
+"""On eval spans made by ``score``: when the scored span ended (``report`` charts by it)."""
+
+
+def add_score_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score recorded spans now (backfill) and export the eval spans",
+        description=(
+            "Apply the rules to recorded spans (sampling off unless --sample), run their "
+            "scorers through the engine, and export eval spans through the config's exporter "
+            "or to --out FILE. Spans already scored by a rule (an eval span for them is in the "
+            "input) are skipped unless --rescore."
+        ),
+    )
+    p.add_argument("-c", "--config", required=True, help="the YAML config file")
+    p.add_argument(
+        "--rule",
+        action="append",
+        metavar="NAME",
+        help="only this rule (repeat for several; default: every rule)",
+    )
+    p.add_argument(
+        "--filter", metavar="CLAUSE", help="only spans this filter clause is true for (AND)"
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only spans that ended after this: 90s, 30m, 24h, 7d, 2w, or an ISO 8601 time",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="score at most N spans")
+    p.add_argument(
+        "--most-recent",
+        action="store_true",
+        help="take the most recent spans first (by end time); with --limit, the N most recent",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="append eval spans to FILE as OTLP/JSON lines instead of the config's export",
+    )
+    p.add_argument(
+        "--rescore", action="store_true", help="score spans again that the input shows scored"
+    )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="apply the rules' and scorers' sampling rates, as in production",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--keep-going", action="store_true", help="report bad lines and go on with the rest"
+    )
+    p.add_argument("spans", nargs="+", metavar="SPANS", help="OTLP files, directories, or -")
+    p.set_defaults(run=run_score)
+
+
+@dataclass
+class _Todo:
+    view: ProtoSpanView
+    rules: list[Rule]
+
+
+@dataclass
+class _RuleTally:
+    selected: int = 0
+    not_selected: int = 0
+    sampled_out: int = 0
+    filtered_out: int = 0
+    extra_filtered_out: int = 0
+    already_scored: int = 0
+    to_score: int = 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    rules = pick_rules(cfg, args.rule)
+    if not rules:
+        raise ToolError(f"{cfg.source}: the config has no rules")
+    extra: CompiledFilter | None = None
+    if args.filter:
+        try:
+            extra = compile_filter(args.filter)
+        except FilterSyntaxError as exc:
+            raise ToolError(f"--filter: {exc}") from exc
+    cutoff = parse_since(args.since) if args.since else None
+    if args.limit is not None and args.limit < 0:
+        raise ToolError(f"--limit must be 0 or more, got {args.limit}")
+    exporter, destination = _exporter(cfg, args.out)
+
+    started = time.monotonic()
+    printer = ErrorPrinter("score")
+    reader = reader_for(cfg, args.spans, args.keep_going, printer)
+    tallies = {r.name: _RuleTally() for r in rules}
+    try:
+        todo, too_old = _scan(reader, rules, extra, cutoff, args, tallies)
+    except BaseException:
+        exporter.shutdown()
+        raise
+    if args.most_recent:
+        todo.sort(key=lambda t: t.view.end_time_ns, reverse=True)
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    pairs = [(t.view, rule) for t in todo for rule in t.rules]
+    for _, rule in pairs:
+        tallies[rule.name].to_score += 1
+    interactive = sys.stderr.isatty()
+    if interactive:
+        print(
+            f"read {reader.spans} span(s) from {reader.files} file(s); "
+            f"{len(todo)} span(s) to score, {len(pairs)} evaluation(s)",
+            file=sys.stderr,
+        )
+
+    stats = StatsTable()
+    run = _Run(cfg, rules, args.sample, exporter, stats)
+    outcome = run.feed(pairs, Progress(len(pairs), sys.stderr, interactive, "evals"))
+    elapsed = time.monotonic() - started
+
+    summary = {
+        "input": {
+            "files": reader.files,
+            "spans": reader.spans,
+            "bad_input_skipped": printer.count,
+            "older_than_since": too_old,
+        },
+        "rules": {name: dataclasses.asdict(t) for name, t in tallies.items()},
+        "evaluations": {"planned": len(pairs), "done": run.sink.done, "dropped": run.dropped()},
+        "spans_scored": len(todo),
+        "interrupted": outcome != "done",
+        "eval_spans": {"exported": run.processor.exported, "failed": run.processor.failed},
+        "destination": destination,
+        "seconds": round(elapsed, 3),
+        "scorers": [s.to_json() for s in stats.sorted()],
+    }
+    out = sys.stderr if destination == "console" else sys.stdout
+    if args.json:
+        json.dump(summary, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        _print_summary(out, summary, stats, tallies, elapsed, args)
+    note = printer.summary(reader)
+    if note:
+        print(f"otel-online-eval score: {note}", file=sys.stderr)
+    if run.processor.failed:
+        print(
+            f"otel-online-eval score: {run.processor.failed} eval span(s) could not be "
+            f"exported to {destination}",
+            file=sys.stderr,
+        )
+    if outcome != "done":
+        done = run.sink.done
+        pct = f" ({done / len(pairs) * 100:.0f}%)" if pairs else ""
+        message = (
+            f"otel-online-eval score: interrupted after {done} of {len(pairs)} "
+            f"evaluation(s){pct}; the eval spans of those {done} were flushed to {destination}."
+        )
+        if outcome == "abandoned":
+            message += f" {run.abandoned} evaluation(s) in flight were abandoned."
+        if args.out:
+            message += (
+                f" To score the rest, run the same command with {args.out} among the inputs "
+                "(spans already scored are skipped)."
+            )
+        print(message, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if outcome == "abandoned":
+            os._exit(EXIT_INTERRUPTED)  # a hung scorer thread must not hold the exit
+        return EXIT_INTERRUPTED
+    if run.processor.failed:
+        return EXIT_ERROR
+    return EXIT_PARTIAL if printer.count else EXIT_OK
+
+
+def _exporter(cfg: OnlineEvalConfig, out: str | None) -> tuple[SpanExporter, str]:
+    if out:
+        try:
+            return JsonLinesFileExporter(out), out
+        except OSError as exc:
+            raise ToolError(
+                f"--out {out}: cannot open for appending: {exc.strerror or exc}"
+            ) from exc
+    if cfg.export is None and not (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    ):
+        raise ToolError(
+            f"{cfg.source} has no export: section and no OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT "
+            "is set; say where eval spans go with --out FILE"
+        )
+    if cfg.export is not None and cfg.export.file is not None:
+        path = cfg.export.file.path
+        try:  # the same lines as the configured file exporter, encoded faster
+            return JsonLinesFileExporter(path), path
+        except OSError as exc:
+            raise ToolError(
+                f"export.file.path {path}: cannot open for appending: {exc.strerror or exc}"
+            ) from exc
+    try:
+        exporter = build_exporter(cfg.export)
+    except ConfigError as exc:
+        raise ToolError(str(exc)) from exc
+    return exporter, cfg.export.kind if cfg.export is not None else "otlp"
+
+
+def _scan(
+    reader: Any,
+    rules: list[Rule],
+    extra: CompiledFilter | None,
+    cutoff: int | None,
+    args: argparse.Namespace,
+    tallies: dict[str, _RuleTally],
+) -> tuple[list[_Todo], int]:
+    """Read everything: the candidate spans, and what the input shows already scored."""
+    done: set[tuple[str, int, int]] = set()
+    candidates: list[_Todo] = []
+    too_old = 0
+    ignore_sampling = not args.sample
+    for fs in reader:
+        view = fs.view
+        if fs.eval_rule is not None:
+            if fs.eval_rule and view.attributes.get(SCORER_ATTR) is None:
+                if view.parent_span_id is not None:
+                    done.add((fs.eval_rule, view.trace_id, view.parent_span_id))
+                for link in view.links:
+                    done.add((fs.eval_rule, link.trace_id, link.span_id))
+            continue
+        if cutoff is not None and view.end_time_ns < cutoff:
+            too_old += 1
+            continue
+        matched = []
+        for rule in rules:
+            decision = rule.decide(view, ignore_sampling=ignore_sampling)
+            tally = tallies[rule.name]
+            if decision.stage is not None and decision.stage.value == "selection":
+                tally.not_selected += 1
+                continue
+            tally.selected += 1
+            if not decision.matched:
+                if decision.stage is not None and decision.stage.value == "sampling":
+                    tally.sampled_out += 1
+                else:
+                    tally.filtered_out += 1
+                continue
+            if extra is not None and not extra(view):
+                tally.extra_filtered_out += 1
+                continue
+            matched.append(rule)
+        if matched:
+            candidates.append(_Todo(view, matched))
+    if args.rescore:
+        return candidates, too_old
+    todo = []
+    for cand in candidates:
+        keep = []
+        for rule in cand.rules:
+            if (rule.name, cand.view.trace_id, cand.view.span_id) in done:
+                tallies[rule.name].already_scored += 1
+            else:
+                keep.append(rule)
+        if keep:
+            cand.rules = keep
+            todo.append(cand)
+    return todo, too_old
+
+
+def _open_rule(rule: Rule, sample: bool) -> Rule:
+    """The rule as the engine runs it here: selection and filter already applied, sampling
+    off (or, with ``sample``, the scorers' rates folded into the rule's)."""
+    rate = rule.rate if rule.rate is not None else 1.0
+    uses = []
+    for use in rule.scorers:
+        if use.sampling == 0:
+            s = 0.0  # a scorer at 0 never runs
+        elif sample:
+            s = use.sampling * rate
+        else:
+            s = 1.0
+        uses.append(ScorerUse(use.spec, s))
+    return Rule(
+        name=rule.name,
+        scorers=tuple(uses),
+        description=rule.description,
+        sampling=1.0,
+        sampling_seed=rule.sampling_seed,
+        filter=None,
+        apply_to=ApplyTo(),
+    )
+
+
+class _Run:
+    """The engine, its sink and the exporter for one ``score`` run."""
+
+    def __init__(
+        self,
+        cfg: OnlineEvalConfig,
+        rules: list[Rule],
+        sample: bool,
+        exporter: SpanExporter,
+        stats: StatsTable,
+    ) -> None:
+        self.stats = stats
+        opened = [_open_rule(r, sample) for r in rules]
+        # Evaluations handed to the engine and not finished yet. Inline rules (built-in
+        # heuristics) take microseconds: a large window saves hand-offs. Others (judges, code)
+        # run at most max_concurrent_evals at once; a window just above that keeps them busy
+        # and bounds what a Ctrl-C has to wait for.
+        if all(r.inline for r in opened):
+            self.window = 1024
+        else:
+            self.window = cfg.engine.max_concurrent_evals + 16
+        batch = cfg.export.batch.max_export_batch_size if cfg.export is not None else None
+        self.processor = BlockingBatchProcessor(
+            exporter,
+            max_batch=batch or 512,
+            synchronous=isinstance(exporter, JsonLinesFileExporter),
+        )
+        attrs: dict[str, dict[str, AttributeValue]] = {}
+        for rule in rules:
+            a: dict[str, AttributeValue] = {BACKFILL_ATTR: True}
+            a["online_eval.sampling.rate"] = (rule.rate or 1.0) if sample else 1.0
+            attrs[rule.name] = a
+        self.ends: dict[tuple[int, int], int] = {}
+        self.sink = CountingSink(Emitter(self.processor), self._record, attrs, self._target_attrs)
+        engine_cfg = dataclasses.replace(
+            cfg.engine, queue_size=max(cfg.engine.queue_size, self.window + 16)
+        )
+        self.routes = {r.name: Route((r,)) for r in opened}
+        self.engine = Engine(opened, self.sink, lambda payload: payload, engine_cfg)
+        self.interrupts = 0
+        self.abandoned = 0
+        self._last_done = 0
+        self._last_change = time.monotonic()
+        self._stall_told = False
+
+    def _record(self, result: EvalResult, end_ns: int) -> None:
+        for name, score in result.scores.items():
+            self.stats.get(result.rule, name).add_score(
+                score.value, score.label, end_ns, score.metadata
+            )
+        for name in result.errors:
+            self.stats.get(result.rule, name).add_error("error")
+        for name in result.skipped:
+            self.stats.get(result.rule, name).skipped += 1
+        for name in result.sampled_out:
+            self.stats.get(result.rule, name).sampled_out += 1
+
+    def _target_attrs(self, target: Target) -> dict[str, AttributeValue]:
+        end = self.ends.get((target.trace_id, target.parent_span_id or 0))
+        return {SCORED_END_ATTR: end} if end else {}
+
+    def dropped(self) -> int:
+        return sum(self.engine.stats().dropped.values())
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupts += 1
+
+    def _watch(self, done: int, waiting: int, progress: Progress) -> None:
+        """Say so, once, when nothing has finished for a long time (slow or stuck scorers)."""
+        now = time.monotonic()
+        if done != self._last_done:
+            self._last_done, self._last_change = done, now
+        elif not self._stall_told and now - self._last_change >= _STALL_S:
+            self._stall_told = True
+            progress.finish()
+            print(
+                f"otel-online-eval score: no evaluation finished in the last {_STALL_S:g} s "
+                f"({waiting} waiting); scorers may be slow or stuck. Ctrl-C stops.",
+                file=sys.stderr,
+            )
+
+    def feed(self, pairs: list[tuple[ProtoSpanView, Rule]], progress: Progress) -> str:
+        """Submit every (span, rule), a window at a time; 'done', 'interrupted' or 'abandoned'."""
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if on_main else None
+        sink, engine, cond = self.sink, self.engine, self.sink.cond
+        submitted = 0
+        dropped = 0
+        told = False
+        try:
+            for view, rule in pairs:
+                if self.interrupts:
+                    break
+                if submitted - sink.done - dropped >= self.window:
+                    with cond:
+                        # Wake up once half the window is free: one wake-up per many spans.
+                        sink.wake_at = submitted - dropped - self.window // 2
+                        while sink.done < sink.wake_at:
+                            if self.interrupts:
+                                break
+                            cond.wait(0.1)
+                            dropped = self.dropped()
+                            sink.wake_at = submitted - dropped - self.window // 2
+                            self._watch(sink.done, submitted - sink.done - dropped, progress)
+                    progress.update(sink.done)
+                    if self.interrupts:
+                        break
+                self.ends[(view.trace_id, view.span_id)] = view.end_time_ns
+                engine.submit(view, self.routes[rule.name], shared_hash(view.trace_id))
+                submitted += 1
+                progress.update(sink.done)
+            while sink.done + dropped < submitted and self.interrupts < 2:
+                if self.interrupts and not told:
+                    told = True
+                    progress.finish()
+                    left = submitted - sink.done - dropped
+                    print(
+                        f"otel-online-eval score: stopping; finishing the {left} evaluation(s) "
+                        "in flight (Ctrl-C again to abandon them)",
+                        file=sys.stderr,
+                    )
+                with cond:
+                    sink.wake_at = submitted - dropped
+                    if sink.done < sink.wake_at:
+                        cond.wait(0.1)
+                dropped = self.dropped()
+                self._watch(sink.done, submitted - sink.done - dropped, progress)
+                progress.update(sink.done, "stopping" if self.interrupts else "")
+            progress.update(sink.done, force=True)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            progress.finish()
+        if self.interrupts >= 2:
+            self.abandoned = submitted - sink.done - self.dropped()
+            self.engine.shutdown(timeout_millis=0)
+            return "abandoned"
+        self.engine.force_flush()
+        self.engine.shutdown()
+        return "interrupted" if self.interrupts else "done"
+
+
+def _print_summary(
+    out: Any,
+    summary: dict[str, Any],
+    stats: StatsTable,
+    tallies: dict[str, _RuleTally],
+    elapsed: float,
+    args: argparse.Namespace,
+) -> None:
+    ev = summary["evaluations"]
+    rate = ev["done"] / elapsed if elapsed > 0 else 0.0
+    took = f"{elapsed:.1f} s" if elapsed < 60 else fmt_duration(elapsed)
+    print(
+        f"scored {ev['done']} of {ev['planned']} evaluation(s) ({summary['spans_scored']} "
+        f"span(s)) in {took} ({rate:,.1f}/s); "
+        f"{summary['eval_spans']['exported']} eval span(s) exported to "
+        f"{summary['destination']}",
+        file=out,
+    )
+    rows = []
+    for name, t in tallies.items():
+        rows.append(
+            [
+                name,
+                str(t.selected),
+                str(t.sampled_out) if args.sample else "off",
+                str(t.filtered_out + t.extra_filtered_out),
+                str(t.already_scored) if not args.rescore else "rescored",
+                str(t.to_score),
+            ]
+        )
+    print(file=out)
+    print(
+        render_table(
+            ["RULE", "SELECTED", "SAMPLED OUT", "FILTERED OUT", "ALREADY SCORED", "SCORED"],
+            rows,
+            right=(1, 2, 3, 4, 5),
+        ),
+        file=out,
+    )
+    if summary["input"]["older_than_since"]:
+        print(f"({summary['input']['older_than_since']} span(s) older than --since)", file=out)
+    if len(stats):
+        print(file=out)
+        print(
+            render_table(
+                ["RULE", "SCORER", "COUNT", "MEAN", "PASS RATE", "ERRORS", "SKIPPED"],
+                [
+                    [
+                        s.rule,
+                        s.scorer,
+                        str(s.count),
+                        fmt_num(s.mean),
+                        fmt_pct(s.pass_rate),
+                        str(s.errors),
+                        str(s.skipped),
+                    ]
+                    for s in stats.sorted()
+                ],
+                right=(2, 3, 4, 5, 6),
+            ),
+            file=out,
+        )
+        print("(pass rate: share of scores with value >= 0.5)", file=out)

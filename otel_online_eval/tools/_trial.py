@@ -1,0 +1,344 @@
+"""``otel-online-eval test``: try one rule on recorded spans before enabling it.
+
+For each span: does the rule pick it, and if not, the first reason (selection, sampling, the
+filter's false sub-expression); for the spans it picks, the scores its scorers give, run through
+the real engine (timeouts apply). Nothing is exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import sys
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from otel_online_eval.emit import EvalResult, Target
+from otel_online_eval.engine import Engine, EvalFuture
+from otel_online_eval.rules import Decision, Rule, ScorerUse
+from otel_online_eval.tools._common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ErrorPrinter,
+    ToolError,
+    eval_input,
+    is_llm,
+    load,
+    pick_rules,
+    reader_for,
+    rule_summary,
+    scorer_is_sampled_out,
+)
+from otel_online_eval.tools._input import FileSpan
+from otel_online_eval.tools._sinks import NullSink
+from otel_online_eval.tools._stats import StatsTable
+from otel_online_eval.tools._text import fmt_num, fmt_pct, one_line, render_table, terminal_width
+
+__all__ = ["add_test_command", "run_test"]
+
+_WINDOW = 64  # evaluations in flight at once
+_MARGIN_S = 30.0
+_RESULT_WORDS = {
+    None: "scored",
+    "selection": "not selected",
+    "sampling": "sampled out",
+    "filter": "filter false",
+}
+
+
+@dataclass
+class _Row:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    where: str
+    decision: Decision
+    planned: list[str] = field(default_factory=list)
+    sampled_out: list[str] = field(default_factory=list)
+    no_llm: list[str] = field(default_factory=list)
+    result: EvalResult | None = None
+    future: EvalFuture[EvalResult] | None = None
+    deadline_s: float = 0.0
+    stuck: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        stage = self.decision.stage.value if self.decision.stage is not None else None
+        return _RESULT_WORDS[stage]
+
+    def detail(self) -> str:
+        d = self.decision
+        if not d.matched:
+            if d.detail:
+                return d.detail
+            return d.reason
+        parts = []
+        r = self.result
+        if self.stuck is not None:
+            parts.append(f"ERROR {self.stuck}")
+        for name in self.planned:
+            if r is not None and name in r.scores:
+                s = r.scores[name]
+                text = f"{name} = {fmt_num(s.value)}"
+                if s.label:
+                    text += f" ({s.label})"
+                parts.append(text)
+            elif r is not None and name in r.errors:
+                parts.append(f"{name}: ERROR {one_line(r.errors[name], 80)}")
+            elif r is not None and name in r.skipped:
+                parts.append(f"{name}: skipped ({r.skipped[name]})")
+        parts.extend(f"{n}: sampled out" for n in self.sampled_out)
+        parts.extend(f"{n}: not run (--no-llm)" for n in self.no_llm)
+        return "; ".join(parts) if parts else "(no scorer ran)"
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decision
+        out: dict[str, Any] = {
+            "name": self.name,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "where": self.where,
+            "selected": d.matched,
+            "outcome": self.outcome,
+            "stage": d.stage.value if d.stage is not None else None,
+            "reason": d.reason,
+            "detail": d.detail,
+        }
+        if d.matched:
+            r = self.result
+            out["scores"] = {
+                k: {"value": s.value, "label": s.label, "explanation": s.explanation}
+                for k, s in (r.scores.items() if r is not None else ())
+            }
+            out["errors"] = dict(r.errors) if r is not None else {}
+            if self.stuck is not None:
+                out["errors"].update({name: self.stuck for name in self.planned})
+            out["skipped"] = dict(r.skipped) if r is not None else {}
+            out["sampled_out"] = list(self.sampled_out)
+            out["not_run_no_llm"] = list(self.no_llm)
+        return out
+
+
+def add_test_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "test",
+        help="try a rule on recorded spans: which it picks, why not, and the scores",
+        description=(
+            "Show, for each span of the input, whether the rule selects it (and the first "
+            "reason when it does not), and run its scorers on the spans it selects. "
+            "Nothing is exported."
+        ),
+    )
+    p.add_argument("-c", "--config", required=True, help="the YAML config file")
+    p.add_argument(
+        "--rule", help="the rule to try (may be left out when the config has only one rule)"
+    )
+    p.add_argument("spans", nargs="+", metavar="SPANS", help="OTLP files, directories, or -")
+    p.add_argument(
+        "--no-llm", action="store_true", help="do not run LLM scorers (llm_judge, autoevals LLM)"
+    )
+    p.add_argument(
+        "--ignore-sampling",
+        action="store_true",
+        help="decide as if the rule and its scorers sampled at 100%%",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--limit", type=int, default=0, help="look at the first N spans only")
+    p.add_argument(
+        "--keep-going", action="store_true", help="report bad lines and go on with the rest"
+    )
+    p.set_defaults(run=run_test)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    if args.rule is None:
+        if len(cfg.rules) != 1:
+            names = ", ".join(r.name for r in cfg.rules) or "none"
+            raise ToolError(f"say which rule to try with --rule; the rules are: {names}")
+        rule = cfg.rules[0]
+    else:
+        rule = pick_rules(cfg, [args.rule])[0]
+    printer = ErrorPrinter("test")
+    reader = reader_for(cfg, args.spans, args.keep_going, printer)
+    engine = Engine([rule], NullSink(), lambda payload: payload, cfg.engine)
+    rows: list[_Row] = []
+    evals_ignored = 0
+    inflight: deque[_Row] = deque()
+    try:
+        for fs in reader:
+            if fs.is_eval:
+                evals_ignored += 1
+                continue
+            if args.limit and len(rows) >= args.limit:
+                break
+            row = _decide(rule, fs, args.ignore_sampling, args.no_llm)
+            rows.append(row)
+            if row.decision.matched:
+                _start(engine, rule, fs, row)
+                if row.future is not None:
+                    inflight.append(row)
+                while len(inflight) >= _WINDOW:
+                    _finish(inflight.popleft())
+        while inflight:
+            _finish(inflight.popleft())
+    finally:
+        engine.shutdown(timeout_millis=1000)
+
+    stats = StatsTable()
+    for row in rows:
+        if row.result is not None:
+            for name, score in row.result.scores.items():
+                stats.get(rule.name, name).add_score(score.value, score.label)
+            for name in row.result.errors:
+                stats.get(rule.name, name).add_error("error")
+            for name in row.result.skipped:
+                stats.get(rule.name, name).skipped += 1
+        if row.stuck is not None:
+            for name in row.planned:
+                stats.get(rule.name, name).add_error("engine")
+        for name in row.sampled_out:
+            stats.get(rule.name, name).sampled_out += 1
+    outcomes = Counter(row.outcome for row in rows)
+    summary = {
+        "spans": len(rows),
+        "scored": outcomes["scored"],
+        "not_selected": outcomes["not selected"],
+        "sampled_out": outcomes["sampled out"],
+        "filter_false": outcomes["filter false"],
+        "eval_spans_ignored": evals_ignored,
+        "bad_input_skipped": printer.count,
+    }
+    if args.json:
+        doc = {
+            "rule": rule.name,
+            "ignore_sampling": args.ignore_sampling,
+            "no_llm": args.no_llm,
+            "spans": [row.to_json() for row in rows],
+            "summary": summary,
+            "scorers": [s.to_json() for s in stats],
+        }
+        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _print_text(rule, rows, summary, stats, args)
+    note = printer.summary(reader)
+    if note:
+        print(f"otel-online-eval test: {note}", file=sys.stderr)
+    return EXIT_PARTIAL if printer.count else EXIT_OK
+
+
+def _decide(rule: Rule, fs: FileSpan, ignore_sampling: bool, no_llm: bool) -> _Row:
+    view = fs.view
+    decision = rule.decide(view, ignore_sampling=ignore_sampling)
+    row = _Row(
+        view.name,
+        view.trace_id_hex,
+        view.span_id_hex,
+        view.parent_span_id_hex,
+        str(fs.where),
+        decision,
+    )
+    if decision.matched:
+        for use in rule.scorers:
+            if use.sampling == 0 or (
+                not ignore_sampling and scorer_is_sampled_out(rule, use, view)
+            ):
+                row.sampled_out.append(use.name)
+            elif no_llm and is_llm(use.spec):
+                row.no_llm.append(use.name)
+            else:
+                row.planned.append(use.name)
+    return row
+
+
+def _start(engine: Engine, rule: Rule, fs: FileSpan, row: _Row) -> None:
+    uses = [ScorerUse(u.spec) for u in rule.scorers if u.name in row.planned]
+    if not uses:
+        return
+    view = fs.view
+    target = Target(view.trace_id, view.span_id, None, view.sdk_resource(), view.name)
+    # The engine enforces each scorer's timeout; this bound only guards against a lost task.
+    row.deadline_s = max(u.spec.timeout_s for u in uses) + _MARGIN_S
+    row.future = engine.evaluate(rule.name, eval_input(view, rule.name), uses, target)
+
+
+def _finish(row: _Row) -> None:
+    assert row.future is not None
+    try:
+        row.result = row.future.result(timeout=row.deadline_s)
+    except concurrent.futures.TimeoutError:
+        row.stuck = f"the evaluation did not finish within {row.deadline_s:g} s"
+    except Exception as exc:  # the engine failed the evaluation itself
+        row.stuck = f"the evaluation failed: {type(exc).__name__}: {exc}"
+    row.future = None
+
+
+def _print_text(
+    rule: Rule,
+    rows: list[_Row],
+    summary: dict[str, int],
+    stats: StatsTable,
+    args: argparse.Namespace,
+) -> None:
+    out = sys.stdout
+    for line in rule_summary(rule):
+        print(line, file=out)
+    flags = []
+    if args.ignore_sampling:
+        flags.append("sampling ignored (--ignore-sampling)")
+    if args.no_llm:
+        flags.append("LLM scorers not run (--no-llm)")
+    if flags:
+        print("  " + "; ".join(flags), file=out)
+    print(file=out)
+    table = [[row.name, row.span_id, row.trace_id, row.outcome, row.detail()] for row in rows]
+    if table:
+        print(
+            render_table(
+                ["SPAN", "SPAN ID", "TRACE ID", "RESULT", "DETAIL"],
+                table,
+                max_width=terminal_width(out),
+            ),
+            file=out,
+        )
+    else:
+        print("(no spans in the input)", file=out)
+    print(file=out)
+    parts = [f"{summary['scored']} scored"]
+    for key, words in (
+        ("not_selected", "not selected"),
+        ("sampled_out", "sampled out"),
+        ("filter_false", "filtered out"),
+    ):
+        if summary[key]:
+            parts.append(f"{summary[key]} {words}")
+    line = f"{summary['spans']} span(s): " + ", ".join(parts)
+    if summary["eval_spans_ignored"]:
+        line += f" ({summary['eval_spans_ignored']} eval span(s) in the input not considered)"
+    print(line, file=out)
+    if len(stats):
+        print(file=out)
+        print(
+            render_table(
+                ["SCORER", "SCORES", "MEAN", "PASS", "ERRORS", "SKIPPED", "SAMPLED OUT"],
+                [
+                    [
+                        s.scorer,
+                        str(s.count),
+                        fmt_num(s.mean),
+                        fmt_pct(s.pass_rate),
+                        str(s.errors),
+                        str(s.skipped),
+                        str(s.sampled_out),
+                    ]
+                    for s in stats
+                ],
+                right=(1, 2, 3, 4, 5, 6),
+            ),
+            file=out,
+        )
