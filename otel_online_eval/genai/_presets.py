@@ -193,12 +193,13 @@ def _genai(span: Span) -> GenAIFields | None:
         ins = messages(raw_in, "user") if raw_in is not None else ()
         outs = messages(raw_out, "assistant") if raw_out is not None else ()
         fields = _build("genai", input_messages=ins, output_messages=outs, **common)
-        # Not messages (a plain string, truncated JSON): the raw value is the text.
-        data_in = loads(raw_in)
-        if data_in is not None and not ins and not isinstance(data_in, (list, tuple)):
+        # Not messages (a plain string, truncated JSON): the raw value is the text. Parsed
+        # again only then: the prompt is often the largest value on the span.
+        data_in = loads(raw_in) if not ins else None
+        if data_in is not None and not isinstance(data_in, (list, tuple)):
             fields = _replace(fields, input=as_text(data_in) or None)
-        data_out = loads(raw_out)
-        if data_out is not None and not outs and not isinstance(data_out, (list, tuple)):
+        data_out = loads(raw_out) if not outs else None
+        if data_out is not None and not isinstance(data_out, (list, tuple)):
             fields = _replace(fields, output=as_text(data_out))
         return fields
     tool_name = attrs.get("gen_ai.tool.name")
