@@ -35,7 +35,7 @@ from otel_online_eval._errors import ConfigError, FilterSyntaxError
 from otel_online_eval.config import OnlineEvalConfig
 from otel_online_eval.emit import SCORER_ATTR, Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, Route
-from otel_online_eval.exporters import build_exporter
+from otel_online_eval.exporters import OtlpJsonFileExporter, build_exporter
 from otel_online_eval.query import CompiledFilter, compile_filter
 from otel_online_eval.rules import ApplyTo, Rule, ScorerUse
 from otel_online_eval.sampling import shared_hash
@@ -52,7 +52,7 @@ from otel_online_eval.tools._common import (
     pick_rules,
     reader_for,
 )
-from otel_online_eval.tools._jsonout import JsonLinesFileExporter
+from otel_online_eval.tools._jsonout import encode_spans_json
 from otel_online_eval.tools._sinks import BlockingBatchProcessor, CountingSink
 from otel_online_eval.tools._stats import StatsTable
 from otel_online_eval.tools._text import (
@@ -246,7 +246,7 @@ def run_score(args: argparse.Namespace) -> int:
 def _exporter(cfg: OnlineEvalConfig, out: str | None) -> tuple[SpanExporter, str]:
     if out:
         try:
-            return JsonLinesFileExporter(out), out
+            return OtlpJsonFileExporter(out, encode_spans_json), out
         except OSError as exc:
             raise ToolError(
                 f"--out {out}: cannot open for appending: {exc.strerror or exc}"
@@ -262,7 +262,7 @@ def _exporter(cfg: OnlineEvalConfig, out: str | None) -> tuple[SpanExporter, str
     if cfg.export is not None and cfg.export.file is not None:
         path = cfg.export.file.path
         try:  # the same lines as the configured file exporter, encoded faster
-            return JsonLinesFileExporter(path), path
+            return OtlpJsonFileExporter(path, encode_spans_json), path
         except OSError as exc:
             raise ToolError(
                 f"export.file.path {path}: cannot open for appending: {exc.strerror or exc}"
@@ -384,7 +384,7 @@ class _Run:
         self.processor = BlockingBatchProcessor(
             exporter,
             max_batch=batch or 512,
-            synchronous=isinstance(exporter, JsonLinesFileExporter),
+            synchronous=isinstance(exporter, OtlpJsonFileExporter),
         )
         attrs: dict[str, dict[str, AttributeValue]] = {}
         for rule in rules:

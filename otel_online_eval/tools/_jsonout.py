@@ -5,9 +5,8 @@ and protobuf's ``json_format`` (about 180 µs per span); a backfill writes hundr
 of eval spans, so :func:`encode_spans_dict` builds the same JSON object directly from the SDK
 spans (about 10 µs per span). The output is the same, object for object: same grouping by
 resource then scope, same fields left out when empty, ids in hex, 64-bit integers as strings,
-enums as integers (the tests compare the two). :class:`JsonLinesFileExporter` appends one
-request per export call, one a line, as :class:`~otel_online_eval.exporters.OtlpJsonFileExporter`
-does.
+enums as integers (the tests compare the two). ``score --out`` hands it to
+:class:`~otel_online_eval.exporters.OtlpJsonFileExporter` as its encoder.
 """
 
 from __future__ import annotations
@@ -16,15 +15,12 @@ import base64
 import json
 import logging
 import math
-import os
-import threading
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["JsonLinesFileExporter", "encode_spans_dict", "encode_spans_json"]
+__all__ = ["encode_spans_dict", "encode_spans_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,50 +208,3 @@ def encode_spans_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
 def encode_spans_json(spans: Sequence[ReadableSpan]) -> str:
     """One compact OTLP/JSON line (no newline)."""
     return json.dumps(encode_spans_dict(spans), separators=(",", ":"), ensure_ascii=False)
-
-
-class JsonLinesFileExporter(SpanExporter):
-    """Append each batch as one OTLP/JSON line to a file (created if missing).
-
-    Raises:
-        OSError: the file cannot be opened for appending.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._lock = threading.Lock()
-        self._file: IO[bytes] | None = open(self.path, "ab")
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not spans:
-            return SpanExportResult.SUCCESS
-        try:
-            data = (encode_spans_json(spans) + "\n").encode("utf-8")
-        except Exception:
-            logger.exception("Cannot encode %d spans as OTLP/JSON.", len(spans))
-            return SpanExportResult.FAILURE
-        with self._lock:
-            if self._file is None:
-                return SpanExportResult.FAILURE
-            try:
-                self._file.write(data)
-                self._file.flush()
-            except (OSError, ValueError):
-                logger.exception("Cannot write %d spans to %s.", len(spans), self.path)
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.flush()
-                except (OSError, ValueError):
-                    return False
-        return True
-
-    def shutdown(self) -> None:
-        with self._lock:
-            file, self._file = self._file, None
-        if file is not None:
-            file.close()
