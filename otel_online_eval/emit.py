@@ -159,8 +159,8 @@ class EvalSink(Protocol):
         """Export everything emitted so far; False on timeout."""
         ...
 
-    def shutdown(self) -> None:
-        """Flush and release the exporter."""
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Flush and release the exporter, within ``timeout_millis`` where it can."""
         ...
 
 
@@ -325,8 +325,8 @@ class Emitter(PlanningEmitter):
     def force_flush(self, timeout_millis: int) -> bool:
         return bool(self.sink.force_flush(timeout_millis))
 
-    def shutdown(self) -> None:
-        self.sink.shutdown()
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        self.sink.shutdown()  # the SDK's span processors take no timeout here
 
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         for plan in plans:

@@ -306,12 +306,13 @@ class Engine:
         if timeout_millis is None:
             timeout_millis = int(self.config.shutdown_timeout_s * 1000)
         self._closed = True
+        deadline = time.monotonic() + timeout_millis / 1000
         flushed = self.force_flush(timeout_millis)
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.emitter.shutdown()
+        self.emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
         return flushed
 
     # -- the loop's side ---------------------------------------------------------------------

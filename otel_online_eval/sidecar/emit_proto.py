@@ -173,9 +173,6 @@ class ProtoEmitter(PlanningEmitter):
         self._flush_requested = 0
         self._flushed = 0
         self.dropped_spans = 0
-        # A time.monotonic() bound for shutdown(), set by the sidecar's drain: the engine calls
-        # shutdown() without a timeout, and undeliverable spans must not outlast the drain.
-        self.deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="online-eval-emit", daemon=True)
         self._thread.start()
 
@@ -246,11 +243,9 @@ class ProtoEmitter(PlanningEmitter):
                 self._cond.wait(left)
         return self.shipper.flush(max(0.0, deadline - time.monotonic()))
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Ship what is pending within ``timeout_s`` (and before ``deadline``, if set)."""
-        end = time.monotonic() + timeout_s
-        if self.deadline is not None:
-            end = min(end, self.deadline)
+    def shutdown(self, timeout_millis: int = 10000) -> None:
+        """Ship what is pending within ``timeout_millis``; what is left is counted as dropped."""
+        end = time.monotonic() + timeout_millis / 1000
         with self._cond:
             self._closed = True
             self._cond.notify_all()

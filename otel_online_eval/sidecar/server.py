@@ -190,8 +190,6 @@ class Sidecar:
         self.ingest.wait_idle(self.engine, grace)  # requests already accepted submit first
         ok = [True, True]
         sink = self.engine.emitter
-        if isinstance(sink, ProtoEmitter):
-            sink.deadline = deadline  # the engine shuts its sink down without a timeout
 
         def finish_engine() -> None:
             left = max(0.0, deadline - time.monotonic())

@@ -41,7 +41,7 @@ class NullSink(PlanningEmitter):
     def force_flush(self, timeout_millis: int) -> bool:
         return True
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: int = 30000) -> None:
         pass
 
 
@@ -102,8 +102,8 @@ class CountingSink:
     def force_flush(self, timeout_millis: int) -> bool:
         return self.inner.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        self.inner.shutdown()
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        self.inner.shutdown(timeout_millis)
 
 
 class BlockingBatchProcessor(SpanProcessor):
