@@ -7,7 +7,7 @@ Prints, in one run:
    concurrency / latency = 320 evals/s (target: at least 95% of it);
 2. CPU per judge call on the engine's thread (the span view, the rule, the prompt, the limits,
    the HTTP request and response, the verdict, the eval and score spans; target: under
-   0.5 ms), the part of it spent in httpx, and the whole process's CPU per call;
+   0.5 ms), the part of it spent in HTTP, and the whole process's CPU per call;
 3. rate limiting: with ``requests_per_second: 20`` the rate at which requests reach the
    server (target: within 5% of 20/s).
 
@@ -290,35 +290,29 @@ def _engine_ceiling(spans: int) -> dict[str, float]:
     return {"wall": wall, "cpu_engine": cpu}
 
 
-def _httpx_floor(base_url: str) -> float:
-    """CPU per request of the same POST through the judge's httpx client and transport alone,
-    64 at a time (no judge logic, no engine): the part of a judge call that is httpx."""
-    import httpx
+def _http_floor(base_url: str) -> float:
+    """CPU per request of the same POST through the judge's HTTP client alone, 64 at a time
+    (no judge logic, no engine): the part of a judge call that is HTTP."""
+    from otel_online_eval.scorers.judge._http import HttpClient
 
-    from otel_online_eval.scorers.judge._transport import SlotTransport
-
-    url = base_url + "/chat/completions"
     body = b'{"model": "judge-bench", "messages": []}' + b" " * 2500
 
     async def go() -> float:
-        async with httpx.AsyncClient(transport=SlotTransport(CONCURRENCY, tls=False)) as client:
-            target = httpx.URL(url)
-            headers = httpx.Headers(
-                {"Authorization": "Bearer x", "Content-Type": "application/json"}
-            )
-            timeout = {"timeout": httpx.Timeout(8.0).as_dict()}
+        client = HttpClient(
+            base_url + "/chat/completions",
+            headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+        )
 
-            async def one() -> bytes:
-                request = httpx.Request(
-                    "POST", target, headers=headers, content=body, extensions=timeout
-                )
-                return (await client.send(request)).content
+        async def one() -> bytes:
+            return (await client.post(body, 8.0)).body
 
+        await asyncio.gather(*[one() for _ in range(CONCURRENCY)])
+        start = time.thread_time()
+        for _ in range(HTTP_CALLS // CONCURRENCY):
             await asyncio.gather(*[one() for _ in range(CONCURRENCY)])
-            start = time.thread_time()
-            for _ in range(HTTP_CALLS // CONCURRENCY):
-                await asyncio.gather(*[one() for _ in range(CONCURRENCY)])
-            return (time.thread_time() - start) / HTTP_CALLS
+        spent = (time.thread_time() - start) / HTTP_CALLS
+        await client.aclose()
+        return spent
 
     return asyncio.run(go())
 
@@ -353,11 +347,11 @@ def main() -> None:
     )
     judge = FakeJudge(0.0)
     try:
-        http_ms = _httpx_floor(judge.base_url) * 1000
+        http_ms = _http_floor(judge.base_url) * 1000
         print(
             f"2. CPU per judge call: engine thread {engine_ms:.3f} ms "
-            f"(target < 0.5 ms: {'met' if engine_ms < 0.5 else 'MISSED'}), of which httpx "
-            f"(AsyncClient.send + transport + socket calls, measured alone) {http_ms:.3f} ms; "
+            f"(target < 0.5 ms: {'met' if engine_ms < 0.5 else 'MISSED'}), of which HTTP "
+            f"(the judge's client and its socket calls, measured alone) {http_ms:.3f} ms; "
             f"whole process {process_ms:.3f} ms"
         )
         limits = {"concurrency": CONCURRENCY, "requests_per_second": RATE}

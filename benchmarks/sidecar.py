@@ -80,8 +80,11 @@ def run_noop_receiver(port: int, count: bool) -> None:
     )
     handler = grpc.unary_unary_rpc_method_handler(export)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),)
+        (
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}
+            ),
+        )
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -123,8 +126,12 @@ def build_requests(n: int, seed: int = 1) -> list[bytes]:
                 span.parent_span_id = rng.getrandbits(64).to_bytes(8, "big")
             spans.append(span)
         request = ExportTraceServiceRequest(
-            resource_spans=[ResourceSpans(resource=resource, scope_spans=[
-                ScopeSpans(scope={"name": "bench"}, spans=spans)])]
+            resource_spans=[
+                ResourceSpans(
+                    resource=resource,
+                    scope_spans=[ScopeSpans(scope={"name": "bench"}, spans=spans)],
+                )
+            ]
         )
         bodies.append(request.SerializeToString())
     return bodies
@@ -227,20 +234,33 @@ def measure(name: str, pid: int, port: int, requests: int, threads: int) -> dict
         "cpu_us_per_span": cpu / spans * 1e6 if spans else float("nan"),
         "cpu_s": cpu,
     }
-    print(f"   {name:44} {row['spans_per_s']:10.0f} spans/s  {row['cpu_us_per_span']:6.2f} us "
-          f"CPU/span  ({spans} spans, {result['failed']} failed requests)", flush=True)
+    print(
+        f"   {name:44} {row['spans_per_s']:10.0f} spans/s  {row['cpu_us_per_span']:6.2f} us "
+        f"CPU/span  ({spans} spans, {result['failed']} failed requests)",
+        flush=True,
+    )
     return row
 
 
-def sidecar_config(path: Path, grpc_port: int, forward_port: int, export_port: int | None,
-                   rate: float | None, queue_size: int = 100_000) -> None:
+def sidecar_config(
+    path: Path,
+    grpc_port: int,
+    forward_port: int,
+    export_port: int | None,
+    rate: float | None,
+    queue_size: int = 100_000,
+) -> None:
     config: dict[str, Any] = {
-        "receiver": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}",
-                              "max_message_bytes": 1 << 26},
-                     "http": False, "drain_timeout_s": 30},
+        "receiver": {
+            "grpc": {"endpoint": f"127.0.0.1:{grpc_port}", "max_message_bytes": 1 << 26},
+            "http": False,
+            "drain_timeout_s": 30,
+        },
         # A buffer large enough that the load never meets backpressure: we measure CPU.
-        "forward": {"otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{forward_port}",
-                             "insecure": True}, "queue": {"max_bytes": 1 << 30}},
+        "forward": {
+            "otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{forward_port}", "insecure": True},
+            "queue": {"max_bytes": 1 << 30},
+        },
         "engine": {"queue_size": queue_size},
     }
     if rate is None:
@@ -249,8 +269,10 @@ def sidecar_config(path: Path, grpc_port: int, forward_port: int, export_port: i
         rules = ten_rules(rate)
         config.update({"scorers": SCORERS, "rules": rules["rules"]})
     if export_port is not None:
-        config["export"] = {"otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{export_port}",
-                                     "insecure": True}, "batch": {"schedule_delay_ms": 200}}
+        config["export"] = {
+            "otlp": {"protocol": "grpc", "endpoint": f"127.0.0.1:{export_port}", "insecure": True},
+            "batch": {"schedule_delay_ms": 200},
+        }
     path.write_text(yaml.safe_dump(config))
 
 
@@ -258,8 +280,10 @@ def main() -> int:
     quick = "--quick" in sys.argv
     requests = 60 if quick else 400
     threads = 4
-    print(f"sidecar benchmark: {requests} requests of 512 spans, {threads} client threads, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"sidecar benchmark: {requests} requests of 512 spans, {threads} client threads, "
+        f"{os.cpu_count()} cores"
+    )
     rows = []
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -281,12 +305,28 @@ def main() -> int:
                 exports = spawn(__file__, "--count", str(export_port))
                 procs += [downstream, exports]
                 config = Path(tmp) / "sidecar.yaml"
-                sidecar_config(config, port, downstream_port,
-                               export_port if rate is not None else None, rate, queue)
+                sidecar_config(
+                    config,
+                    port,
+                    downstream_port,
+                    export_port if rate is not None else None,
+                    rate,
+                    queue,
+                )
                 sidecar = subprocess.Popen(
-                    [sys.executable, "-m", "otel_online_eval.cli", "serve", "-c", str(config),
-                     "--log-level", "warning"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    [
+                        sys.executable,
+                        "-m",
+                        "otel_online_eval.cli",
+                        "serve",
+                        "-c",
+                        str(config),
+                        "--log-level",
+                        "warning",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
                 procs.append(sidecar)
                 for p in (downstream_port, export_port, port):
@@ -300,9 +340,11 @@ def main() -> int:
                     idle_at = wait_idle(sidecar.pid)
                     eval_cpu = cpu_seconds(sidecar.pid) - cpu_after_load
                     all_cpu = row["cpu_s"] + eval_cpu
-                    print(f"   {'':44} {all_cpu / row['spans'] * 1e6:10.2f} us CPU/span "
-                          f"including evaluation that finished after the load "
-                          f"({eval_cpu:.2f} s more)")
+                    print(
+                        f"   {'':44} {all_cpu / row['spans'] * 1e6:10.2f} us CPU/span "
+                        f"including evaluation that finished after the load "
+                        f"({eval_cpu:.2f} s more)"
+                    )
                     err = stop(sidecar)
                     exports.send_signal(signal.SIGUSR1)
                     line = exports.stdout.readline() if exports.stdout else "0"
@@ -310,11 +352,15 @@ def main() -> int:
                     total = idle_at - started
                     row["eval_spans"] = eval_spans
                     row["all_cpu_us_per_span"] = all_cpu / row["spans"] * 1e6
-                    print(f"   {'':44} {eval_spans / total:10.0f} eval spans/s exported "
-                          f"({eval_spans} in {total:.1f} s)")
+                    print(
+                        f"   {'':44} {eval_spans / total:10.0f} eval spans/s exported "
+                        f"({eval_spans} in {total:.1f} s)"
+                    )
                     if eval_spans:
-                        print(f"   {'':44} {all_cpu / eval_spans * 1e6:10.1f} us sidecar CPU "
-                              "per eval span exported (all sidecar CPU / eval spans)")
+                        print(
+                            f"   {'':44} {all_cpu / eval_spans * 1e6:10.1f} us sidecar CPU "
+                            "per eval span exported (all sidecar CPU / eval spans)"
+                        )
                     if "Traceback" in err:
                         print(err, file=sys.stderr)
                 else:
@@ -327,12 +373,16 @@ def main() -> int:
             if p.poll() is None:
                 p.kill()
     a, b, c0, c = rows
-    print(f"ratios: (b)/(a) CPU per span {b['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x, "
-          f"(c)/(a) {c['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x")
-    print(f"target (<= 6 us sidecar CPU per span at ingest): the request path (c0) costs "
-          f"{c0['cpu_us_per_span']:.2f} us/span; with evaluation running alongside (c) "
-          f"{c['cpu_us_per_span']:.2f} us/span during the load and "
-          f"{c['all_cpu_us_per_span']:.2f} us/span once every queued evaluation is done")
+    print(
+        f"ratios: (b)/(a) CPU per span {b['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x, "
+        f"(c)/(a) {c['cpu_us_per_span'] / a['cpu_us_per_span']:.1f}x"
+    )
+    print(
+        f"target (<= 6 us sidecar CPU per span at ingest): the request path (c0) costs "
+        f"{c0['cpu_us_per_span']:.2f} us/span; with evaluation running alongside (c) "
+        f"{c['cpu_us_per_span']:.2f} us/span during the load and "
+        f"{c['all_cpu_us_per_span']:.2f} us/span once every queued evaluation is done"
+    )
     return 0
 
 

@@ -37,6 +37,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from otel_online_eval._aio import bounded
 from otel_online_eval._errors import ScorerError, ScorerSkipped
 from otel_online_eval.config import EngineConfig
 from otel_online_eval.emit import EvalResult, EvalSink, ScorerRun, Target
@@ -473,7 +474,9 @@ class Engine:
                 rule_hash = self._decide(rule, view, hash_)
             if rule_hash is not None:
                 evals.append(self._evaluate_span(view, rule, rule_hash))
-        if evals:
+        if len(evals) == 1:
+            await evals[0]  # in this task: gather would make a task for it
+        elif evals:
             await asyncio.gather(*evals)
 
     async def _callable_sample(self, rule: Rule, view: SpanView) -> bool:
@@ -539,6 +542,9 @@ class Engine:
             else:
                 runs.append(None)
                 waiting.append(self._run_scorer(name, use, inp))
+        if len(waiting) == 1:
+            done = iter((await waiting[0],))
+            return [r if r is not None else next(done) for r in runs], sampled_out
         if waiting:
             done = iter(await asyncio.gather(*waiting))
             return [r if r is not None else next(done) for r in runs], sampled_out
@@ -567,9 +573,9 @@ class Engine:
         spec = use.spec
         start, started = time.time_ns(), time.monotonic()
         try:
-            result = await asyncio.wait_for(self._call(spec, inp), spec.timeout_s)
+            result = await bounded(self._call(spec, inp), spec.timeout_s)
             return self._finish(rule, use, to_score(result, spec.scale), None, start, started)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, TimeoutError):
             error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after {spec.timeout_s:g}s")
             return self._finish(rule, use, None, error, start, started, timed_out=True)
         except ScorerSkipped as exc:
