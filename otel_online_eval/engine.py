@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval._aio import bounded
 from otel_online_eval._errors import ScorerError, ScorerSkipped
+from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import EngineConfig
 from otel_online_eval.emit import EvalResult, EvalSink, ScorerRun, Target
 from otel_online_eval.metrics import Tally, register_metrics
@@ -191,7 +192,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct: set[concurrent.futures.Future[Any]] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.config.threads, thread_name_prefix="online-eval-scorer"
+            self.config.threads, thread_name_prefix="online-eval-scorer", initializer=name_os_thread
         )
         self._loop = asyncio.new_event_loop()
         # Everything the loop runs (callbacks scheduled from the app's threads included, which
@@ -321,6 +322,7 @@ class Engine:
     def _run_loop(self) -> None:
         # The loop thread's own context is suppressed too (tasks copy it); callbacks from other
         # threads get a fresh copy of self._ctx each (one Context cannot be entered twice).
+        name_os_thread()
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         asyncio.set_event_loop(self._loop)
         try:

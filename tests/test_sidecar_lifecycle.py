@@ -485,3 +485,27 @@ def test_default_bind_address_is_loopback(tmp_path: Path) -> None:
     assert loaded is not None and loaded.grpc is not None and loaded.http is not None
     assert loaded.grpc.endpoint.startswith("127.0.0.1:")
     assert loaded.http.endpoint.startswith("127.0.0.1:")
+
+
+def test_threads_carry_their_role_in_their_os_names(tmp_path: Path) -> None:
+    """benchmarks/sidecar.py splits the CPU by these names; operators see them in top -H."""
+    with OtlpGrpcReceiver() as forward_rx, OtlpGrpcReceiver() as export_rx:
+        config = sidecar_config(
+            forward=forward_to(forward_rx.endpoint), export=export_to(export_rx)
+        )
+        with running_sidecar(tmp_path, config) as sidecar:
+            # gRPC's handler threads start with the first request.
+            health = requests.get(sidecar.url("/healthz"), timeout=5)
+            assert health.status_code == 200
+            channel = grpc.insecure_channel(sidecar.grpc_endpoint)
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            )
+            assert export(b"", timeout=5) == b""  # an empty request is a valid one
+            channel.close()
+            names = {
+                (task / "comm").read_text().strip()
+                for task in Path(f"/proc/{sidecar.pid}/task").iterdir()
+            }
+    assert {"oe-engine", "oe-emit", "oe-export", "oe-forward"} <= names, names
+    assert any(name.startswith("otlp-grpc") for name in names), names

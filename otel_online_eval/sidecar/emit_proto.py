@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
 from opentelemetry.sdk.resources import Resource
 
+from otel_online_eval._threads import name_os_thread
 from otel_online_eval.emit import SCOPE, PlanningEmitter, SpanPlan
 from otel_online_eval.sidecar.protoview import ProtoSpanView
 from otel_online_eval.sidecar.shipper import Shipper
@@ -189,6 +190,7 @@ class ProtoEmitter(PlanningEmitter):
                 self._cond.notify()
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             with self._cond:
                 deadline = time.monotonic() + self._delay

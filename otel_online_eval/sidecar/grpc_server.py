@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from otel_online_eval._threads import name_os_thread
 from otel_online_eval.sidecar.config import AuthConfig, GrpcReceiverConfig, TlsConfig
 from otel_online_eval.sidecar.ingest import Ingest, IngestResult
 
@@ -76,7 +77,9 @@ class GrpcReceiver:
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="otlp-grpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="otlp-grpc", initializer=name_os_thread
+            ),
             options=options,
         )
         handler = grpc.unary_unary_rpc_method_handler(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from otel_online_eval._threads import name_os_thread
 from otel_online_eval.exporters import OtlpExportConfig, resolve_protocol
 from otel_online_eval.sidecar.config import RetryConfig
 
@@ -308,6 +309,7 @@ class Shipper:
         return flushed
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             with self._cond:
                 while not self._queue and not self._closing:

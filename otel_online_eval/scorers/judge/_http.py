@@ -10,7 +10,7 @@ how many are open); TLS with certificate checks (the ``certifi`` bundle when ins
 ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` say otherwise); ``Content-Length``, chunked and
 read-until-close bodies; gzip / deflate bodies; ``HTTP(S)_PROXY`` / ``NO_PROXY`` from the
 environment (a ``CONNECT`` tunnel for https, the absolute URL for http; loopback never goes
-through a proxy); one transparent retry when a reused connection turns out to have been closed
+through a proxy); a transparent resend when a reused connection turns out to have been closed
 by the server before it answered anything. Everything is bounded: the timeout covers the
 connect, the write and the whole answer, heads are limited to 64 KiB and bodies to 32 MiB.
 
@@ -169,7 +169,7 @@ class _Connection(asyncio.Protocol):
         buf = self._buf
         while not self._head_done:
             end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD:
                 if len(buf) > MAX_HEAD:
                     raise HttpError(f"the answer's head is longer than {MAX_HEAD} bytes")
                 return
@@ -248,8 +248,12 @@ class _Connection(asyncio.Protocol):
             if size == 0:
                 trailer_end = buf.find(b"\r\n\r\n", line_end)
                 if trailer_end < 0:
+                    if len(buf) > MAX_HEAD:
+                        raise HttpError(f"the answer's trailers are longer than {MAX_HEAD} bytes")
                     return  # the last CRLF (after any trailers) is still to come
                 del buf[: trailer_end + 4]
+                if buf:
+                    self._keep = False  # more than the chunks: do not reuse
                 self._complete(bytes(self._body))
                 return
             if len(self._body) + size > MAX_BODY:
@@ -296,6 +300,7 @@ class HttpClient:
         if query:
             target += "?" + urlencode(dict(query))
         self._authority = authority
+        self._tunnel = f"{host}:{self._port}"  # CONNECT's target always has the port
         self._proxy_error: str | None = None
         self._proxy = self._proxy_for(parts.scheme, proxies)
         if self._proxy is not None and not self._tls:
@@ -359,7 +364,6 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         while True:
             conn = self._take()
-            reused = conn is not None
             if conn is None:
                 conn = await self._connect()
             waiter: asyncio.Future[Response] = loop.create_future()
@@ -367,10 +371,10 @@ class HttpClient:
                 conn.send(data, waiter)
                 response = await waiter
             except _Stale:
+                # Only a reused connection is stale (the server closed it while idle): take
+                # the next one; fresh connections fail with HttpError, so this ends.
                 self._open.discard(conn)
-                if reused:
-                    continue  # the server had closed it while idle: a fresh one
-                raise HttpError("the server closed the connection without answering") from None
+                continue
             except BaseException:
                 conn.abort()  # timeout, cancellation, broken answer: never reuse it
                 self._open.discard(conn)
@@ -422,7 +426,7 @@ class HttpClient:
             raise HttpError(f"cannot connect to the proxy {host}:{port}: {exc}") from None
         if not self._tls:
             return conn  # plain http: requests go to the proxy in absolute form
-        lines = [f"CONNECT {self._authority} HTTP/1.1", f"Host: {self._authority}"]
+        lines = [f"CONNECT {self._tunnel} HTTP/1.1", f"Host: {self._tunnel}"]
         if auth:
             lines.append(f"Proxy-Authorization: {auth}")
         waiter: asyncio.Future[Response] = loop.create_future()
@@ -432,7 +436,7 @@ class HttpClient:
             answer = await waiter
             if not 200 <= answer.status < 300:
                 raise HttpError(
-                    f"the proxy {host}:{port} refused a tunnel to {self._authority}: "
+                    f"the proxy {host}:{port} refused a tunnel to {self._tunnel}: "
                     f"HTTP {answer.status}"
                 )
             conn.head_only = False
