@@ -234,8 +234,10 @@ class Engine:
             return
         queue.append((payload, route, hash_))
         # While the loop polls the queue (it does so every few ms once it has work), a
-        # wake-up (a syscall) is only worth it for a backlog.
-        if (not self._ticking or len(queue) >= _WAKE_AT) and not self._wake_pending:
+        # wake-up (a syscall) is only worth it when a backlog starts; a longer one means the
+        # loop is busy with it already. (Concurrent submits may step over the mark: then the
+        # next poll picks the queue up.)
+        if (not self._ticking or len(queue) == _WAKE_AT) and not self._wake_pending:
             self._wake_pending = True
             try:
                 self._loop.call_soon_threadsafe(self._wake, context=self._ctx.copy())
