@@ -87,12 +87,16 @@ def request_to_json(request: ExportTraceServiceRequest) -> str:
     return _dumps(request_to_dict(request))
 
 
-def decode_request_json(line: str | bytes) -> ExportTraceServiceRequest:
+def decode_request_json(
+    line: str | bytes, *, any_id_length: bool = False
+) -> ExportTraceServiceRequest:
     """Parse one OTLP/JSON trace request, e.g. a line of a Collector ``file`` exporter output.
 
     Args:
         line: the JSON text of one ``ExportTraceServiceRequest`` (surrounding whitespace,
             including the newline, is allowed).
+        any_id_length: accept ids of any whole number of bytes (still hex), as protobuf
+            input can carry them, for a receiver that rejects such spans one by one.
 
     Returns:
         The protobuf request.
@@ -108,7 +112,7 @@ def decode_request_json(line: str | bytes) -> ExportTraceServiceRequest:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from exc
-    return _decode(data)
+    return _decode(data, any_id_length)
 
 
 def decode_request_dict(data: Mapping[str, Any]) -> ExportTraceServiceRequest:
@@ -116,10 +120,10 @@ def decode_request_dict(data: Mapping[str, Any]) -> ExportTraceServiceRequest:
     return _decode(copy.deepcopy(dict(data)))
 
 
-def _decode(data: Any) -> ExportTraceServiceRequest:
+def _decode(data: Any, any_id_length: bool = False) -> ExportTraceServiceRequest:
     if not isinstance(data, dict):
         raise ValueError(f"an OTLP/JSON trace request must be a JSON object, got {data!r:.60}")
-    _rewrite_ids(data, _hex_to_base64)
+    _rewrite_ids(data, _hex_any_length_to_base64 if any_id_length else _hex_to_base64)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
@@ -176,6 +180,12 @@ def _rewrite_span_ids(
 
 def _base64_to_hex(value: Any, path: str, digits: int) -> str:
     return base64.b64decode(value).hex()
+
+
+def _hex_any_length_to_base64(value: Any, path: str, digits: int) -> str:
+    if isinstance(value, str) and len(value) % 2 == 0 and _HEX.fullmatch(value):
+        return base64.b64encode(binascii.unhexlify(value)).decode("ascii")
+    return _hex_to_base64(value, path, digits)  # not hex: its error
 
 
 def _hex_to_base64(value: Any, path: str, digits: int) -> str:

@@ -361,14 +361,36 @@ def test_all_zero_ids_in_json_get_partial_success(setup: Setup) -> None:
     _assert_still_serving(setup)
 
 
-def test_wrong_length_ids_in_json_name_the_field(setup: Setup) -> None:
-    """OTLP/JSON ids are hex of a fixed length; a wrong length fails the whole request (400),
-    saying where (protobuf input gets partial_success instead: its ids are just bytes)."""
-    data = json.loads(encode_spans_json(make_trace("json-bad", ("billing",)).spans))
-    data["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["traceId"] = "abcd"
+def test_wrong_length_ids_in_json_get_partial_success(setup: Setup) -> None:
+    """As with protobuf input: a hex id of the wrong length rejects that span only."""
+    trace = make_trace("json-short", ("billing",))
+    data = json.loads(encode_spans_json(trace.spans))
+    spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans.append({**spans[0], "spanId": "abcd"})
+    before = len(setup.forward.bodies)
     response = post_http(setup.sidecar, json.dumps(data).encode(), JSON)
-    assert response.status_code == 400
-    assert "resourceSpans[0].scopeSpans[0].spans[1].traceId" in json.loads(response.text)["message"]
+    assert response.status_code == 200, response.text
+    partial = json.loads(response.text)["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1
+    assert "span_id must be 8 bytes, not all zero (got 2 bytes)" in partial["errorMessage"]
+    wait_until(lambda: len(eval_spans(setup.export.spans(), trace.trace_id)) >= 1)
+    wait_until(lambda: len(setup.forward.bodies) > before)
+    forwarded = ExportTraceServiceRequest.FromString(setup.forward.bodies[before])
+    kept = forwarded.resource_spans[0].scope_spans[0].spans
+    assert len(kept) == len(trace.spans)  # the three good spans, not the bad one
+    assert all(len(span.span_id) == 8 for span in kept)
+    _assert_still_serving(setup)
+
+
+def test_ids_that_are_not_hex_in_json_fail_the_request_naming_the_field(setup: Setup) -> None:
+    """Not hex (or an odd number of digits) cannot be made into bytes at all: 400, saying where."""
+    data = json.loads(encode_spans_json(make_trace("json-bad", ("billing",)).spans))
+    for bad in ("xyz0", "abc"):
+        data["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["traceId"] = bad
+        response = post_http(setup.sidecar, json.dumps(data).encode(), JSON)
+        assert response.status_code == 400
+        message = json.loads(response.text)["message"]
+        assert "resourceSpans[0].scopeSpans[0].spans[1].traceId" in message
     _assert_still_serving(setup)
 
 

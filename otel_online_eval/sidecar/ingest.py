@@ -133,7 +133,7 @@ class Ingest:
             )
         try:
             if fmt == "json":
-                request = decode_request_json(body)
+                request = decode_request_json(body, any_id_length=True)
             else:
                 request = ExportTraceServiceRequest.FromString(body)
         except (DecodeError, ValueError, RecursionError) as exc:
