@@ -33,13 +33,13 @@ def test_name_os_thread_shortens_and_truncates() -> None:
 
 
 def test_engine_threads_are_named() -> None:
-    class Slow:
-        name = "slow"
+    class Constant:
+        name = "constant"
 
         def score(self, inp: object) -> float:
             return 1.0
 
-    processor = OnlineEvalSpanProcessor(rules=[Rule.create("r", [Slow()])])
+    processor = OnlineEvalSpanProcessor(rules=[Rule.create("r", [Constant()])])
     try:
         engine = processor._engine
         assert engine._thread.native_id is not None
