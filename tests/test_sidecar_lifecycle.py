@@ -15,8 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
+from otel_online_eval.sidecar.emit_proto import encode_attributes
 from tests.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, attrs
 from tests.sidecar_helpers import (
     HOST,
@@ -509,3 +515,57 @@ def test_threads_carry_their_role_in_their_os_names(tmp_path: Path) -> None:
             }
     assert {"oe-engine", "oe-emit", "oe-export", "oe-forward"} <= names, names
     assert any(name.startswith("otlp-grpc") for name in names), names
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _big_request(index: int) -> bytes:
+    """100 spans of 10 KB each; one of them, named ``sampled``, is what the rule scores."""
+    prompt = encode_attributes({"gen_ai.prompt": "x" * 10_000})
+    spans = [
+        ProtoSpan(
+            trace_id=(index * 1000 + i + 1).to_bytes(16, "big"),
+            span_id=(i + 1).to_bytes(8, "big"),
+            name="sampled" if i == 0 else "other",
+            start_time_unix_nano=1,
+            end_time_unix_nano=2,
+            attributes=prompt,
+        )
+        for i in range(100)
+    ]
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return request.SerializeToString()
+
+
+def test_a_backlog_holds_the_sampled_spans_not_the_requests_they_came_in(
+    tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    """60 requests of 1 MB wait for a stuck scorer: the sidecar keeps one 10 KB span of each."""
+    config = sidecar_config(
+        export=export_to(otlp_grpc_receiver),
+        drain_timeout_s=1,
+        scorers={"stuck": {"type": "python", "ref": "tests.sidecar_helpers:stuck_score"}},
+        rules=[{"name": "stuck", "apply_to": {"span_names": ["sampled"]}, "scorers": ["stuck"]}],
+    )
+    with running_sidecar(tmp_path, config) as sc:
+        send_grpc(sc.grpc_endpoint, _big_request(0))  # warm up: threads, imports, buffers
+        wait_until(lambda: sc.metrics().value("online_eval_spans_sampled_total") == 1)
+        before = _rss_bytes(sc.pid)
+        for index in range(1, 61):
+            send_grpc(sc.grpc_endpoint, _big_request(index))
+        wait_until(lambda: sc.metrics().value("online_eval_spans_sampled_total") == 61)
+        grown = _rss_bytes(sc.pid) - before
+        sc.stop(timeout=30)
+    # Holding the requests would be 60 MB and more; the sampled spans are 0.6 MB.
+    assert grown < 25 * 2**20, f"the sidecar grew by {grown / 2**20:.1f} MiB"
+

@@ -8,8 +8,10 @@
    buffer refuses the whole request with a retry hint, before anything is evaluated, so the
    client retries and nothing acknowledged is lost.
 4. Route each span as the in-process processor does (cached route by name and parent kind, one
-   hash of the trace id) and submit the few that some rule may sample to the engine. Spans in the
-   eval scope (``otel_online_eval``), or carrying the eval marker attribute, are never evaluated.
+   hash of the trace id) and submit the few that some rule may sample to the engine, as copies
+   (with a copy of their resource) so that the request is freed when its handler returns. Spans
+   in the eval scope (``otel_online_eval``), or carrying the eval marker attribute, are never
+   evaluated.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_online_eval.emit import RULE_ATTR, SCOPE
 from otel_online_eval.otlp_json import decode_request_json
@@ -30,8 +34,6 @@ from otel_online_eval.sampling import shared_hash
 from otel_online_eval.sidecar.protoview import ProtoSpanView, SharedResource
 
 if TYPE_CHECKING:
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
-
     from otel_online_eval.engine import Engine, Route
     from otel_online_eval.genai import ExtractSettings
     from otel_online_eval.sidecar.shipper import Shipper
@@ -79,7 +81,7 @@ class ReceiverStats:
 
 
 def make_proto_view(
-    item: tuple[ProtoSpan, SharedResource, tuple[str, str]],
+    item: tuple[Span, SharedResource, tuple[str, str]],
     presets: Sequence[str] | ExtractSettings | None = None,
 ) -> ProtoSpanView | None:
     """The engine's view factory for received spans; None for eval spans (never evaluated)."""
@@ -90,7 +92,7 @@ def make_proto_view(
     return ProtoSpanView(span, resource, scope, presets)
 
 
-def _bad_ids(span: ProtoSpan) -> str | None:
+def _bad_ids(span: Span) -> str | None:
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
         return f"trace_id must be 16 bytes, not all zero (got {len(trace_id)} bytes)"
@@ -219,11 +221,17 @@ class Ingest:
                     if route.bound:
                         hash_ = shared_hash(int.from_bytes(trace_id, "big"))
                         if hash_ < route.bound:
+                            # Queued spans are copies: a sub-message would keep the whole
+                            # request's memory alive until its last sampled span is scored.
                             if shared is None:
-                                shared = SharedResource(resource_spans.resource)
+                                resource = Resource()
+                                resource.CopyFrom(resource_spans.resource)
+                                shared = SharedResource(resource)
                             if names is None:
                                 names = (scope.name, scope.version)
-                            candidates.append(((span, shared, names), route, hash_))
+                            sampled = Span()
+                            sampled.CopyFrom(span)
+                            candidates.append(((sampled, shared, names), route, hash_))
         return rejected, first_problem, candidates, total
 
 
