@@ -100,10 +100,15 @@ def by_role(
 
 
 def run_noop_receiver(port: int, count: bool) -> None:
-    """A gRPC receiver that answers OK; with ``count``, it parses to count spans."""
+    """A gRPC receiver that answers OK; with ``count``, it parses to count spans. It caps malloc
+    arenas as the sidecar does, so that (a) and the sidecar differ only in what they do."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
+
+    from otel_online_eval._malloc import limit_malloc_arenas
+
+    limit_malloc_arenas()
 
     spans = [0]
     lock = threading.Lock()

@@ -3,29 +3,22 @@ show which part of the engine or the sidecar is using the CPU."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 import threading
+
+from otel_online_eval._libc import libc
 
 __all__ = ["name_os_thread"]
 
 _PR_SET_NAME = 15
-_libc: ctypes.CDLL | None = None
-if sys.platform.startswith("linux"):
-    try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:  # pragma: no cover - no libc to load
-        _libc = None
 
 
 def name_os_thread() -> None:
     """Set the calling thread's OS name from its Python name (Linux; 15 bytes at most,
     ``online-eval-`` shortened to ``oe-``). Does nothing elsewhere or on failure."""
-    if _libc is None:
+    if libc is None:
         return
     name = threading.current_thread().name.replace("online-eval-", "oe-")
     try:
-        _libc.prctl(_PR_SET_NAME, name.encode("ascii", "replace")[:15], 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, name.encode("ascii", "replace")[:15], 0, 0, 0)
     except (AttributeError, OSError):  # pragma: no cover - prctl missing
         pass

@@ -98,8 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
         from otel_online_eval.sidecar.workers import run_workers
 
         return run_workers(args.config, args.workers, args.log_format, args.log_level)
+    from otel_online_eval._malloc import limit_malloc_arenas
     from otel_online_eval.sidecar.server import Sidecar
 
+    limit_malloc_arenas()  # before the server's threads start (see _malloc)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
