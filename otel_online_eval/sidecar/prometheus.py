@@ -2,27 +2,39 @@
 
 Names are the self-metrics of :mod:`otel_online_eval.metrics` with dots as underscores and
 ``_total`` on counters, plus the receiver's and the two shippers' (``forward``, ``export``).
+:func:`families` turns counts into plain data (JSON-able, so ``--workers`` siblings can share
+theirs); :func:`exposition` writes any number of such sources as one document, each metric
+family once, each source's samples with its own labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from otel_online_eval.engine import EngineStats
 from otel_online_eval.sidecar.ingest import ReceiverStats
 from otel_online_eval.sidecar.shipper import ShipperStats
 
-__all__ = ["render"]
+__all__ = ["Family", "exposition", "families", "render"]
+
+Family = tuple[str, str, str, list[tuple[dict[str, str], float]]]
+"""(name, type, help, samples as (labels, value))."""
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class _Doc:
-    def __init__(self, common: Mapping[str, str]) -> None:
-        self.lines: list[str] = []
-        self.common = dict(common)
+def _number(value: float) -> str:
+    # Whole counts in full: "%g" would print 12345678 as 1.23457e+07.
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+class _Families:
+    def __init__(self) -> None:
+        self.out: list[Family] = []
 
     def metric(
         self,
@@ -31,12 +43,26 @@ class _Doc:
         help_text: str,
         samples: Iterable[tuple[Mapping[str, str], float]],
     ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
+        self.out.append((name, kind, help_text, [(dict(ls), float(v)) for ls, v in samples]))
+
+
+def exposition(sources: Sequence[tuple[Mapping[str, str], Sequence[Family]]]) -> str:
+    """One text document from ``(labels, families)`` sources; the labels go on every sample
+    of their source (e.g. ``worker``)."""
+    merged: dict[str, Family] = {}
+    for common, fams in sources:
+        for name, kind, help_text, samples in fams:
+            family = merged.setdefault(name, (name, kind, help_text, []))
+            family[3].extend(({**common, **labels}, value) for labels, value in samples)
+    lines: list[str] = []
+    for name, kind, help_text, samples in merged.values():
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            merged = {**self.common, **labels}
-            text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in merged.items())
-            self.lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+            text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+            number = _number(value)
+            lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
+    return "\n".join(lines) + "\n"
 
 
 def render(
@@ -45,8 +71,15 @@ def render(
     shippers: Mapping[str, ShipperStats],
     common: Mapping[str, str] | None = None,
 ) -> str:
-    """The exposition text; ``common`` labels go on every sample (e.g. the worker)."""
-    d = _Doc(common or {})
+    """The exposition text of one process; ``common`` labels go on every sample."""
+    return exposition([(common or {}, families(engine, receiver, shippers))])
+
+
+def families(
+    engine: EngineStats, receiver: ReceiverStats, shippers: Mapping[str, ShipperStats]
+) -> list[Family]:
+    """The metric families of one process's counts."""
+    d = _Families()
     d.metric("online_eval_spans_seen_total", "counter", "Spans looked at", [({}, engine.seen)])
     for key, help_text in (
         ("selected", "Spans a rule's apply_to picked"),
@@ -132,4 +165,4 @@ def render(
             help_text,
             [({"pipeline": name}, getattr(s, field)) for name, s in shippers.items()],
         )
-    return "\n".join(d.lines) + "\n"
+    return d.out
