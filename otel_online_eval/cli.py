@@ -113,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
             config_path=args.config,
             reuse_port=args.reuse_port,
             worker=args.worker_index,
+            metrics_dir=args.metrics_dir,
         )
     except OSError as exc:
         print(f"otel-online-eval: cannot start the receivers: {exc}", file=sys.stderr)
@@ -175,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
     from otel_online_eval.tools.commands import add_commands
 

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from prometheus_client.parser import text_string_to_metric_families
 
 from otel_online_eval._libc import GLIBC
 from otel_online_eval.sidecar.emit_proto import encode_attributes
@@ -309,7 +310,12 @@ def test_sighup_reloads_rules_and_export_and_keeps_them_when_the_file_is_bad(
         assert grpc_health(sc.grpc_endpoint) == "SERVING"
         assert sc.get("/healthz").status_code == 200
         assert sc.proc.poll() is None
-        assert sc.metrics().value("online_eval_evals_total", rule="second") == 2
+        metrics = sc.metrics()
+        assert metrics.value("online_eval_evals_total", rule="second") == 2
+        # Counters go on across reloads: the first engine's counts are still there.
+        assert metrics.value("online_eval_evals_total", rule="first") == 1
+        assert metrics.value("online_eval_spans_seen_total") == 6  # 3 traces of 2 spans
+        assert metrics.value("online_eval_shipper_sent_spans_total", pipeline="export") >= 3
         # One eval per trace, each of one rule, each where the config of its time said.
         assert len(eval_spans(otlp_grpc_receiver.spans())) == 1
         assert len(eval_spans(otlp_http_receiver.spans())) == 2
@@ -382,18 +388,26 @@ def test_two_workers_share_the_ports_and_stop_together(tmp_path: Path) -> None:
                 send_grpc(sc.grpc_endpoint, body)
                 assert post_http(sc, body, headers={"Connection": "close"}).status_code == 200
             forward.wait_for_bodies(20)
-            # Each worker reports its own counts, labelled; scrape until both answered.
-            per_worker: dict[str, float] = {}
 
-            def both_answered() -> bool:
+            # Whichever worker a scrape reaches answers for both, each sample labelled with its
+            # worker (the other's counts are at most a second old).
+            def all_counted() -> bool:
                 m = sc.metrics()
-                for worker in {ls.get("worker") for _, ls, _ in m.samples}:
-                    assert worker is not None
-                    per_worker[worker] = m.value("otlp_receiver_requests_total", worker=worker)
-                return len(per_worker) == 2
+                return m.value("otlp_receiver_requests_total", outcome="ok") == 20
 
-            wait_until(both_answered, timeout=10, interval=0, what="both workers to answer")
-            assert set(per_worker) == {"0", "1"}
+            wait_until(all_counted, timeout=10, what="both workers' requests in one scrape")
+            for _ in range(4):  # new connections: different workers answer, all alike
+                response = requests.get(sc.url("/metrics"), headers={"Connection": "close"})
+                parsed = list(text_string_to_metric_families(response.text))
+                requests_total = next(f for f in parsed if f.name == "otlp_receiver_requests")
+                workers = {s.labels["worker"] for s in requests_total.samples}
+                assert workers == {"0", "1"}, response.text
+                per_worker = Counter[str]()
+                for sample in requests_total.samples:
+                    per_worker[sample.labels["worker"]] += int(sample.value)
+                assert sum(per_worker.values()) == 20 and all(per_worker.values()), per_worker
+            [metrics_dir] = {_argument(pid, "--metrics-dir") for pid in pids}
+            assert Path(metrics_dir).is_dir()
             # SIGHUP goes to every worker.
             sc.send_signal(signal.SIGHUP)
             assert len(sc.wait_log("Config reloaded", 2)) == 2
@@ -404,6 +418,12 @@ def test_two_workers_share_the_ports_and_stop_together(tmp_path: Path) -> None:
         assert len(sc.log_messages("Drained")) == 2
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), pid
+        assert not Path(metrics_dir).exists()  # the parent cleans up
+
+
+def _argument(pid: int, flag: str) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return args[args.index(flag) + 1]
 
 
 def _is_zombie(pid: int) -> bool:

@@ -6,20 +6,30 @@ finish, queued evaluations finish and their eval spans are exported, the forward
 all within ``receiver.drain_timeout_s``; what cannot be finished is counted as dropped. SIGHUP
 reloads the rules, scorers and export from the same file: an invalid file is reported and the
 running config keeps going; receiver and forward settings need a restart.
+
+``/metrics`` counts go on across reloads: a retired engine's final counts are kept and added to
+the running one's. Under ``--workers``, each worker writes its metric families to a shared
+directory every second, and whichever worker a scrape reaches answers for all of them, each
+sample labelled with its ``worker``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_online_eval._errors import ConfigError
+from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import OnlineEvalConfig, load_config
 from otel_online_eval.emit import Emitter, EvalSink
 from otel_online_eval.engine import Engine, EngineStats
@@ -29,14 +39,32 @@ from otel_online_eval.sidecar.emit_proto import ProtoEmitter
 from otel_online_eval.sidecar.grpc_server import GrpcReceiver
 from otel_online_eval.sidecar.http_server import HttpReceiver
 from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
-from otel_online_eval.sidecar.prometheus import render
-from otel_online_eval.sidecar.shipper import Shipper, make_sender, resolve_target
+from otel_online_eval.sidecar.prometheus import Family, exposition, families
+from otel_online_eval.sidecar.shipper import Shipper, ShipperStats, make_sender, resolve_target
 
 __all__ = ["Sidecar"]
 
 logger = logging.getLogger(__name__)
 
 _EXPORT_BUFFER_BYTES = 64 * 1024 * 1024
+_PUBLISH_EVERY_S = 1.0
+
+Counts = TypeVar("Counts", EngineStats, ShipperStats)
+
+
+def _plus(a: Counts, b: Counts) -> Counts:
+    """Two sets of counts added field by field (numbers, and dicts key by key)."""
+    values: dict[str, Any] = {}
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, dict):
+            merged = dict(x)
+            for key, value in y.items():
+                merged[key] = merged.get(key, 0) + value
+            values[f.name] = merged
+        else:
+            values[f.name] = x + y
+    return type(a)(**values)
 
 
 def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -> EvalSink:
@@ -65,6 +93,7 @@ class Sidecar:
         exporter: send eval spans through this SpanExporter instead of the config's export.
         reuse_port: share the ports with sibling worker processes.
         worker: this worker's index, for metrics labels.
+        metrics_dir: where the workers share their metrics (``--workers``).
     """
 
     def __init__(
@@ -75,6 +104,7 @@ class Sidecar:
         exporter: SpanExporter | None = None,
         reuse_port: bool = False,
         worker: int | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -93,6 +123,14 @@ class Sidecar:
         self.engine = self._build_engine(config)
         self.ingest = Ingest(self.engine, self.forwarder, self.stats)
         self._labels = {"worker": str(worker)} if worker is not None else {}
+        # Counts of engines replaced by reloads: those still shutting down, and the final
+        # counts of those done (their eval-span export shipper's with them).
+        self._stats_lock = threading.Lock()
+        self._retiring: list[Engine] = []
+        self._past_engine = EngineStats()
+        self._past_export = ShipperStats()
+        self._metrics_dir = Path(metrics_dir) if metrics_dir and worker is not None else None
+        self._worker = worker
         rc = self.receiver_config
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -115,6 +153,10 @@ class Sidecar:
             self.grpc.start()
         if self.http is not None:
             self.http.start()
+        if self._metrics_dir is not None:
+            threading.Thread(
+                target=self._publish_metrics, name="online-eval-metrics", daemon=True
+            ).start()
         logger.info(
             "Sidecar serving",
             extra={
@@ -126,14 +168,69 @@ class Sidecar:
             },
         )
 
-    def metrics_text(self) -> str:
+    def metric_families(self) -> list[Family]:
+        """This process's metrics, reloaded engines' counts included."""
+        with self._stats_lock:
+            engines = [*self._retiring, self.engine]
+            engine, export = self._past_engine, self._past_export
+        has_export = export != ShipperStats()
+        for e in engines:
+            engine = _plus(engine, e.stats())
+            if isinstance(e.emitter, ProtoEmitter):
+                export = _plus(export, e.emitter.shipper.stats)
+                has_export = True
         shippers = {}
         if self.forwarder is not None:
             shippers["forward"] = self.forwarder.stats
-        sink = self.engine.emitter
-        if isinstance(sink, ProtoEmitter):
-            shippers["export"] = sink.shipper.stats
-        return render(self.engine.stats(), self.stats, shippers, self._labels)
+        if has_export:
+            shippers["export"] = export
+        return families(engine, self.stats, shippers)
+
+    def metrics_text(self) -> str:
+        sources: list[tuple[Mapping[str, str], list[Family]]] = [
+            (self._labels, self.metric_families())
+        ]
+        if self._metrics_dir is not None:
+            sources += self._sibling_metrics()
+        return exposition(sources)
+
+    def _metrics_file(self, worker: int | None) -> Path:
+        assert self._metrics_dir is not None
+        return self._metrics_dir / f"worker-{worker}.json"
+
+    def _publish_metrics(self) -> None:
+        name_os_thread()
+        while True:
+            self._write_metrics()
+            if self._stopped.wait(_PUBLISH_EVERY_S):
+                return
+
+    def _write_metrics(self) -> None:
+        target = self._metrics_file(self._worker)
+        temporary = target.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(self.metric_families()))
+            os.replace(temporary, target)  # readers never see half a file
+        except OSError as exc:
+            logger.warning("Cannot share this worker's metrics: %s", exc)
+
+    def _sibling_metrics(self) -> list[tuple[Mapping[str, str], list[Family]]]:
+        assert self._metrics_dir is not None
+        out: list[tuple[Mapping[str, str], list[Family]]] = []
+        for path in sorted(self._metrics_dir.glob("worker-*.json")):
+            worker = path.stem.removeprefix("worker-")
+            if worker == str(self._worker):
+                continue
+            try:
+                fams: list[Family] = [
+                    (name, kind, help_text, [(dict(ls), float(v)) for ls, v in samples])
+                    for name, kind, help_text, samples in json.loads(path.read_text())
+                ]
+            except (OSError, ValueError, TypeError) as exc:
+                logger.warning("Cannot read worker %s's metrics: %s", worker, exc)
+                continue
+            out.append(({"worker": worker}, fams))
+        return out
 
     def stats_snapshot(self) -> Mapping[str, object]:
         stats: EngineStats = self.engine.stats()
@@ -152,7 +249,9 @@ class Sidecar:
         if config.receiver != self.config.receiver or config.forward != self.config.forward:
             logger.warning("receiver: and forward: changes take effect only after a restart.")
         new_engine = self._build_engine(config)
-        old_engine, self.engine = self.engine, new_engine
+        with self._stats_lock:
+            old_engine, self.engine = self.engine, new_engine
+            self._retiring.append(old_engine)
         self.ingest.engine = new_engine
         self.config = config
 
@@ -161,6 +260,15 @@ class Sidecar:
             # sooner, it would drop their spans and count them where no one looks any more.
             self.ingest.wait_idle(old_engine, 5.0)
             old_engine.shutdown()
+            with self._stats_lock:
+                self._past_engine = _plus(
+                    self._past_engine, replace(old_engine.stats(), queue_size=0)
+                )
+                sink = old_engine.emitter
+                if isinstance(sink, ProtoEmitter):
+                    final = replace(sink.shipper.stats, queued_bytes=0, queued_requests=0)
+                    self._past_export = _plus(self._past_export, final)
+                self._retiring.remove(old_engine)
 
         threading.Thread(target=retire, name="online-eval-retire", daemon=True).start()
         logger.info("Config reloaded", extra={"rules": len(config.rules)})
@@ -211,6 +319,8 @@ class Sidecar:
         if self.http is not None:
             self.http.stop()
         self._stopped.set()
+        if self._metrics_dir is not None:
+            self._write_metrics()  # the final counts, for a sibling still serving
         engine = self.engine.stats()
         logger.info(
             "Drained",

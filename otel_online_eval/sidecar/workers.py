@@ -2,15 +2,18 @@
 
 The parent starts the workers (``serve --reuse-port --worker-index i``), passes SIGTERM, SIGINT
 and SIGHUP on to them, and exits when they all have, with the worst exit status. The kernel
-spreads new connections across the workers. Each worker drains on its own and reports its own
-``/metrics`` (labelled ``worker="i"``); a scrape reaches one worker at a time.
+spreads new connections across the workers. Each worker drains on its own. A scrape of
+``/metrics`` reaches one worker, which answers for all: the workers share their metrics through
+a private directory the parent makes and removes (see ``Sidecar.metrics_text``).
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 __all__ = ["run_workers"]
@@ -18,6 +21,14 @@ __all__ = ["run_workers"]
 
 def run_workers(config: str, workers: int, log_format: str, log_level: str) -> int:
     """Run ``workers`` sidecar processes until a signal stops them; returns the exit status."""
+    metrics_dir = tempfile.mkdtemp(prefix="otel-online-eval-metrics-")  # mode 0700
+    try:
+        return _run(config, workers, log_format, log_level, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(config: str, workers: int, log_format: str, log_level: str, metrics_dir: str) -> int:
     procs = [
         subprocess.Popen(
             [
@@ -30,6 +41,8 @@ def run_workers(config: str, workers: int, log_format: str, log_level: str) -> i
                 "--reuse-port",
                 "--worker-index",
                 str(i),
+                "--metrics-dir",
+                metrics_dir,
                 "--log-format",
                 log_format,
                 "--log-level",
