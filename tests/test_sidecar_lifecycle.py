@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -180,16 +181,20 @@ def test_sigterm_with_an_export_downstream_down_still_ends_in_time(tmp_path: Pat
     assert drained["export_dropped"] == 6  # 2 eval spans, 4 score spans: counted, not lost
 
 
+def _stuck_on(rx: OtlpGrpcReceiver, span_name: str) -> dict[str, Any]:
+    """A config whose one rule scores ``span_name`` spans with a scorer that takes 30 s."""
+    return sidecar_config(
+        export=export_to(rx),
+        drain_timeout_s=1,
+        scorers={"stuck": {"type": "python", "ref": "tests.sidecar_helpers:stuck_score"}},
+        rules=[{"name": "stuck", "apply_to": {"span_names": [span_name]}, "scorers": ["stuck"]}],
+    )
+
+
 def test_sigterm_counts_evaluations_it_could_not_finish(
     tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
 ) -> None:
-    config = sidecar_config(
-        export=export_to(otlp_grpc_receiver),
-        drain_timeout_s=1,
-        scorers={"stuck": {"type": "python", "ref": "tests.sidecar_helpers:stuck_score"}},
-        rules=[{"name": "stuck", "apply_to": {"span_names": ["chat"]}, "scorers": ["stuck"]}],
-    )
-    with running_sidecar(tmp_path, config) as sc:
+    with running_sidecar(tmp_path, _stuck_on(otlp_grpc_receiver, "chat")) as sc:
         body = request_bytes(make_trace("stuck", ("a", "b", "c", "d")).spans)
         assert send_grpc(sc.grpc_endpoint, body) == ExportTraceServiceResponse()
         wait_until(lambda: sc.metrics().value("online_eval_spans_sampled_total") == 4)
@@ -573,13 +578,7 @@ def test_a_backlog_holds_the_sampled_spans_not_the_requests_they_came_in(
     tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
 ) -> None:
     """60 requests of 1 MB wait for a stuck scorer: the sidecar keeps one 10 KB span of each."""
-    config = sidecar_config(
-        export=export_to(otlp_grpc_receiver),
-        drain_timeout_s=1,
-        scorers={"stuck": {"type": "python", "ref": "tests.sidecar_helpers:stuck_score"}},
-        rules=[{"name": "stuck", "apply_to": {"span_names": ["sampled"]}, "scorers": ["stuck"]}],
-    )
-    with running_sidecar(tmp_path, config) as sc:
+    with running_sidecar(tmp_path, _stuck_on(otlp_grpc_receiver, "sampled")) as sc:
         send_grpc(sc.grpc_endpoint, _big_request(0))  # warm up: threads, imports, buffers
         wait_until(lambda: sc.metrics().value("online_eval_spans_sampled_total") == 1)
         before = _rss_bytes(sc.pid)
