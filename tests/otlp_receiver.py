@@ -12,12 +12,17 @@ metadata or HTTP headers, names lower-cased), and can be told to answer errors::
     otlp_http_receiver.fail_with(503, times=1, retry_after_s=0)
 
 The fixtures ``otlp_grpc_receiver`` and ``otlp_http_receiver`` start one receiver per test and
-stop it afterwards.
+stop it afterwards. Either receiver serves TLS when given a :class:`ServerTls`, and with its
+``client_ca_file`` requires a client certificate that CA signed (mutual TLS)::
+
+    with OtlpHttpReceiver(ServerTls(crt, key, client_ca_file=ca)) as rx:   # rx.base_url: https
+        ...
 """
 
 from __future__ import annotations
 
 import gzip
+import ssl
 import threading
 import time
 import zlib
@@ -25,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,6 +52,7 @@ __all__ = [
     "OtlpHttpReceiver",
     "Received",
     "ReceivedSpan",
+    "ServerTls",
     "attrs",
     "otlp_grpc_receiver",
     "otlp_http_receiver",
@@ -71,6 +78,16 @@ def value(v: AnyValue) -> Any:
 def attrs(kvs: Sequence[KeyValue]) -> dict[str, Any]:
     """OTLP attributes as a dict."""
     return {kv.key: value(kv.value) for kv in kvs}
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A receiver's TLS: its certificate and key (PEM files) and, for mutual TLS, the CA whose
+    client certificates it requires."""
+
+    cert_file: str | Path
+    key_file: str | Path
+    client_ca_file: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -233,18 +250,27 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpGrpcReceiver(_Receiver):
     """An OTLP/gRPC trace receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
 
-    ``endpoint`` is ``127.0.0.1:<port>`` (use ``insecure=True``); ``url`` is
-    ``http://127.0.0.1:<port>`` (plaintext is implied by the scheme).
+    ``endpoint`` is ``127.0.0.1:<port>`` (use ``insecure=True`` without ``tls``); ``url`` is
+    ``http://127.0.0.1:<port>``, or ``https://`` with ``tls`` (the scheme implies which).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ServerTls | None = None) -> None:
         super().__init__()
         self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         self._server = grpc.server(self._executor)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            client_ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+            credentials = grpc.ssl_server_credentials(
+                [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
         self.endpoint = f"127.0.0.1:{self.port}"
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'http' if tls is None else 'https'}://127.0.0.1:{self.port}"
         self._server.start()
         self._stopped = False
 
@@ -284,6 +310,23 @@ class _HttpFailure:
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     receiver: OtlpHttpReceiver
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake happens here, on the request's own thread, not in accept().
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(10)
+        try:
+            tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError:  # ssl.SSLError is one: no (trusted) client certificate, unknown CA...
+            self.receiver._handshake_failed()
+            return
+        try:
+            super().finish_request(tls_socket, client_address)
+        finally:
+            tls_socket.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -349,17 +392,26 @@ class OtlpHttpReceiver(_Receiver):
     """An OTLP/HTTP trace receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
 
     It accepts ``POST /v1/traces`` with a protobuf or JSON body, plain, gzip or deflate.
-    ``endpoint`` is the full traces URL; ``base_url`` has no path.
+    ``endpoint`` is the full traces URL; ``base_url`` has no path; both are ``https://`` with
+    ``tls``, and then ``handshake_failures`` counts the connections refused in the handshake.
     """
 
     path = "/v1/traces"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ServerTls | None = None) -> None:
         super().__init__()
+        self._handshake_failures = 0
         self._server = _HttpServer(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+            if tls.client_ca_file is not None:
+                context.load_verify_locations(cafile=tls.client_ca_file)
+                context.verify_mode = ssl.CERT_REQUIRED
+            self._server.ssl_context = context
         self.port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'http' if tls is None else 'https'}://127.0.0.1:{self.port}"
         self.endpoint = self.base_url + self.path
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -369,6 +421,16 @@ class OtlpHttpReceiver(_Receiver):
         )
         self._thread.start()
         self._stopped = False
+
+    @property
+    def handshake_failures(self) -> int:
+        with self._cond:
+            return self._handshake_failures
+
+    def _handshake_failed(self) -> None:
+        with self._cond:
+            self._handshake_failures += 1
+            self._cond.notify_all()
 
     def fail_with(
         self, status: int | None, *, times: int | None = None, retry_after_s: float | None = None

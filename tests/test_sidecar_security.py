@@ -1,15 +1,12 @@
 """Bearer token, TLS and mutual TLS on both receivers, with the SDK's own exporters as clients.
 
-Certificates are made per module with the ``openssl`` command (the ``cryptography`` package is
-not a dependency): a test CA, a server certificate for 127.0.0.1, a client certificate, and a
-client certificate from another CA that the sidecar must refuse.
+Certificates come from the ``pki`` fixture (tests/pki.py, made with the ``openssl`` command): a
+test CA, a server certificate for 127.0.0.1, a client certificate, and a client certificate
+from another CA that the sidecar must refuse.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tests.otlp_receiver import OtlpGrpcReceiver
+from tests.pki import Pki
 from tests.sidecar_helpers import (
     RawGrpcReceiver,
     TraceSpans,
@@ -107,64 +105,6 @@ def test_bearer_token_is_required_on_both_protocols(
 # -- TLS -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_crt: Path
-    server_key: Path
-    client_crt: Path
-    client_key: Path
-    rogue_crt: Path  # a client certificate from a CA the sidecar does not trust
-    rogue_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-def _ca(d: Path, name: str) -> tuple[Path, Path]:
-    key, crt = d / f"{name}.key", d / f"{name}.crt"
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return crt, key
-
-
-def _leaf(d: Path, name: str, ca: tuple[Path, Path], usage: str) -> tuple[Path, Path]:
-    key, csr, crt, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt", d / f"{name}.ext"
-    ext.write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        f"extendedKeyUsage={usage}\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    )
-    _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-        "-out", crt, "-days", "2", "-extfile", ext,
-    )  # fmt: skip
-    return crt, key
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    ca = _ca(d, "test-ca")
-    rogue_ca = _ca(d, "rogue-ca")
-    server = _leaf(d, "server", ca, "serverAuth")
-    client = _leaf(d, "client", ca, "clientAuth")
-    rogue = _leaf(d, "rogue", rogue_ca, "clientAuth")
-    return Pki(ca[0], *server, *client, *rogue)
-
-
 def _creds(pki: Pki, client: tuple[Path, Path] | None = None) -> grpc.ChannelCredentials:
     if client is None:
         return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
@@ -173,15 +113,6 @@ def _creds(pki: Pki, client: tuple[Path, Path] | None = None) -> grpc.ChannelCre
         private_key=client[1].read_bytes(),
         certificate_chain=client[0].read_bytes(),
     )
-
-
-@pytest.fixture
-def no_ca_bundle_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's ``verify``, which
-    is where the SDK's HTTP exporter puts ``certificate_file``: without this, a machine with
-    those variables set would make the exporter ignore the test CA."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
 
 @pytest.mark.usefixtures("no_ca_bundle_env")
