@@ -115,6 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
             worker=args.worker_index,
             metrics_dir=args.metrics_dir,
         )
+    except ConfigError as exc:  # what only shows when it is built: OTEL_* values, TLS files
+        print(str(exc), file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"otel-online-eval: cannot start the receivers: {exc}", file=sys.stderr)
         return 1

@@ -12,16 +12,27 @@ Eval spans leave through any SDK ``SpanExporter`` behind a batching span process
         insecure: true           # grpc only: plaintext instead of TLS
         compression: gzip        # gzip | none
         timeout_s: 10            # per export call, retries included
+        certificate_file: ca.pem             # PEM CA bundle to verify the server (TLS only)
+        client_certificate_file: client.pem  # PEM client certificate and key, for mTLS:
+        client_key_file: client.key          #   both or neither
       batch: {max_queue_size: 2048, schedule_delay_ms: 5000,
               max_export_batch_size: 512, export_timeout_ms: 30000}
 
 Every ``otlp`` field left out stays ``None`` and the SDK exporter then reads the standard
 environment variables (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``..._HEADERS``, ``..._INSECURE``,
-``..._COMPRESSION``, ``..._TIMEOUT``, ``..._CERTIFICATE``, and their ``OTEL_EXPORTER_OTLP_*``
-fallbacks), so ``export: {otlp: {}}`` is configured entirely by the environment. An unset
-``protocol`` is read here from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, then
-``OTEL_EXPORTER_OTLP_PROTOCOL``, and defaults to ``grpc`` (as the Python SDK does). Unset
-``batch`` fields fall back to ``OTEL_BSP_*`` and the SDK defaults.
+``..._COMPRESSION``, ``..._TIMEOUT``, ``..._CERTIFICATE``, ``..._CLIENT_CERTIFICATE``,
+``..._CLIENT_KEY``, and their ``OTEL_EXPORTER_OTLP_*`` fallbacks), so ``export: {otlp: {}}`` is
+configured entirely by the environment. An unset ``protocol`` is read here from
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, then ``OTEL_EXPORTER_OTLP_PROTOCOL``, and defaults to
+``grpc`` (as the Python SDK does). Unset ``batch`` fields fall back to ``OTEL_BSP_*`` and the SDK
+defaults.
+
+The three TLS files are checked at load (readable, PEM, the key matches the certificate) and
+need a TLS connection: they contradict ``insecure: true`` and an ``http://`` endpoint, and with
+``insecure`` unset they make a gRPC connection use TLS. Each one unset is taken from
+``OTEL_EXPORTER_OTLP_TRACES_<X>``, then ``OTEL_EXPORTER_OTLP_<X>`` (:func:`resolve_tls`; in
+process, with none of them set, the SDK exporter reads those variables itself). A relative path
+is relative to the working directory.
 
 An ``http/protobuf`` endpoint without a path gets ``/v1/traces`` appended, as the Collector's
 ``otlphttp`` exporter does; an endpoint with a path is used as it is.
@@ -37,10 +48,12 @@ import dataclasses
 import logging
 import os
 import re
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Literal
 from urllib.parse import urlsplit
@@ -67,11 +80,13 @@ __all__ = [
     "FileExportConfig",
     "OtlpExportConfig",
     "OtlpJsonFileExporter",
+    "OtlpTls",
     "build_exporter",
     "build_span_processor",
     "read_export_config",
     "read_otlp_config",
     "resolve_protocol",
+    "resolve_tls",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +107,12 @@ _HTTP_TRACES_PATH = "/v1/traces"
 # An HTTP header name is a token (RFC 9110 section 5.6.2); gRPC metadata keys are a subset.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]@]+):[0-9]{1,5}")
+# The TLS client files and the suffix of their OTEL_EXPORTER_OTLP_[TRACES_]* variables.
+_TLS_ENV = (
+    ("certificate_file", "CERTIFICATE"),
+    ("client_certificate_file", "CLIENT_CERTIFICATE"),
+    ("client_key_file", "CLIENT_KEY"),
+)
 
 
 # --------------------------------------------------------------------------- config model
@@ -112,6 +133,13 @@ class OtlpExportConfig:
         insecure: gRPC only; ``True`` for a plaintext connection.
         compression: ``gzip`` or ``none``.
         timeout_s: the time one export may take, retries included; > 0.
+        certificate_file: a PEM CA bundle to verify the server with, instead of the system's
+            roots.
+        client_certificate_file: a PEM client certificate (chain) for mutual TLS; needs
+            ``client_key_file``.
+        client_key_file: the PEM private key (unencrypted) of ``client_certificate_file``.
+
+    The TLS files need TLS: not with ``insecure: true`` or an ``http://`` endpoint.
 
     Raises:
         ValueError: a field is out of its domain (the config reader reports these as issues
@@ -124,6 +152,9 @@ class OtlpExportConfig:
     insecure: bool | None = None
     compression: OtlpCompression | None = None
     timeout_s: float | None = None
+    certificate_file: str | None = None
+    client_certificate_file: str | None = None
+    client_key_file: str | None = None
 
     def __post_init__(self) -> None:
         problems = _otlp_problems(**_fields(self))
@@ -131,6 +162,25 @@ class OtlpExportConfig:
             raise ValueError("; ".join(f"otlp.{key}: {msg}" for key, msg in problems))
         if self.headers is not None:
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpTls:
+    """The TLS client files of one OTLP connection, resolved (see :func:`resolve_tls`) and
+    read once. All ``None``: the system's roots and no client certificate.
+
+    Attributes:
+        certificate_file: the CA bundle's path; ``root_certificates`` its PEM.
+        client_certificate_file: the client certificate's path; ``certificate_chain`` its PEM.
+        client_key_file: the client key's path; ``private_key`` its PEM.
+    """
+
+    certificate_file: str | None = None
+    client_certificate_file: str | None = None
+    client_key_file: str | None = None
+    root_certificates: bytes | None = field(default=None, repr=False)
+    certificate_chain: bytes | None = field(default=None, repr=False)
+    private_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +300,39 @@ def _otlp_problems(
     insecure: Any = None,
     compression: Any = None,
     timeout_s: Any = None,
+    certificate_file: Any = None,
+    client_certificate_file: Any = None,
+    client_key_file: Any = None,
 ) -> list[tuple[str, str]]:
     """(field, message) for every problem of an OTLP config; the reader and the dataclass
-    share it."""
+    share it. Files are not looked at here (see :func:`_tls_file_problems`)."""
     out: list[tuple[str, str]] = []
+    tls = {
+        "certificate_file": certificate_file,
+        "client_certificate_file": client_certificate_file,
+        "client_key_file": client_key_file,
+    }
+    for key, path in tls.items():
+        if path is not None and (not isinstance(path, str) or not path.strip()):
+            out.append((key, f"must be the path of a PEM file, got {path!r}"))
+    if (client_certificate_file is None) != (client_key_file is None):
+        given, missing = (
+            ("client_certificate_file", "client_key_file")
+            if client_key_file is None
+            else ("client_key_file", "client_certificate_file")
+        )
+        out.append((given, f"needs {missing} too: mutual TLS takes both or neither"))
+    tls_set = ", ".join(key for key, path in tls.items() if path is not None)
+    if tls_set and insecure is True:
+        out.append(("insecure", f"true contradicts the TLS client settings ({tls_set})"))
+    if tls_set and isinstance(endpoint, str) and endpoint.startswith("http://"):
+        out.append(
+            (
+                "endpoint",
+                f"{endpoint!r} is plaintext, which contradicts the TLS client settings "
+                f"({tls_set}); use https://",
+            )
+        )
     if protocol is not None and protocol not in PROTOCOLS:
         out.append(("protocol", _unknown(protocol, PROTOCOLS)))
         protocol = None
@@ -288,6 +367,41 @@ def _otlp_problems(
         out.append(("compression", _unknown(compression, COMPRESSIONS)))
     if timeout_s is not None and not _positive(timeout_s):
         out.append(("timeout_s", f"must be a number greater than 0, got {timeout_s!r}"))
+    return out
+
+
+def _tls_file_problems(files: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(field, message) for each TLS file of ``files`` (field -> path) that cannot be read or
+    is not what it should be: a PEM CA bundle, a PEM certificate and its unencrypted key."""
+    out: list[tuple[str, str]] = []
+    for key, path in files.items():
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            out.append((key, f"cannot read {path!r}: {exc.strerror or exc}"))
+    if out:
+        return out
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if "certificate_file" in files:
+        try:
+            context.load_verify_locations(cafile=files["certificate_file"])
+        except (ssl.SSLError, ValueError):
+            out.append(("certificate_file", f"no PEM certificate in {files['certificate_file']!r}"))
+    cert, private = files.get("client_certificate_file"), files.get("client_key_file")
+    if cert is not None and private is not None:
+        try:
+            # A callable password: an encrypted key fails here instead of prompting on a tty.
+            context.load_cert_chain(cert, private, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            out.append(
+                (
+                    "client_key_file",
+                    f"{cert!r} and {private!r} are not a PEM certificate and its unencrypted "
+                    f"private key ({reason})",
+                )
+            )
     return out
 
 
@@ -415,6 +529,7 @@ def read_otlp_config(r: Reader) -> OtlpExportConfig | None:
         insecure = value if well_typed else None
     compression = r.choice("compression", COMPRESSIONS)
     timeout_s = r.number("timeout_s")
+    tls = {key: r.str(key) for key, _ in _TLS_ENV}
     r.done()
     candidate = {
         "protocol": protocol,
@@ -423,9 +538,14 @@ def read_otlp_config(r: Reader) -> OtlpExportConfig | None:
         "insecure": insecure,
         "compression": compression,
         "timeout_s": timeout_s,
+        **tls,
     }
-    # Cross-field checks (endpoint vs protocol, insecure vs scheme), on the fields read well.
+    # Cross-field checks (endpoint vs protocol, insecure vs scheme, TLS vs plaintext), on the
+    # fields read well; then the TLS files themselves.
     for key, message in _otlp_problems(**candidate):
+        r.error(key, message)
+    files = {key: path for key, path in tls.items() if path}
+    for key, message in _tls_file_problems(files):
         r.error(key, message)
     if len(r.issues.items) > before:
         return None
@@ -497,6 +617,76 @@ def resolve_protocol(cfg: OtlpExportConfig, environ: Mapping[str, str] | None = 
                 )
             return value
     return _DEFAULT_PROTOCOL
+
+
+def resolve_tls(
+    cfg: OtlpExportConfig,
+    plaintext: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    path: str = "export.otlp",
+) -> OtlpTls:
+    """The TLS client files of ``cfg``'s connection, checked and read.
+
+    Each file left unset in ``cfg`` is taken from ``OTEL_EXPORTER_OTLP_TRACES_<X>``, then
+    ``OTEL_EXPORTER_OTLP_<X>`` (``CERTIFICATE``, ``CLIENT_CERTIFICATE``, ``CLIENT_KEY``).
+
+    Args:
+        cfg: the ``otlp:`` config.
+        plaintext: why the connection is plaintext (e.g. ``"insecure is true"``), or ``None``
+            when it uses TLS. Plaintext: the environment's files are ignored, as the SDK does,
+            and ``cfg``'s are an error.
+        environ: the environment (``os.environ`` when None).
+        path: the config path errors are reported under.
+
+    Raises:
+        ConfigError: a file cannot be read or is not PEM, only one of the client certificate
+            and key is set, or ``cfg`` sets files for a plaintext connection.
+    """
+    if plaintext is not None:
+        given = [key for key, _ in _TLS_ENV if getattr(cfg, key) is not None]
+        if given:
+            message = f"is set, but the connection is plaintext: {plaintext}"
+            raise ConfigError([ConfigIssue(f"{path}.{key}", message) for key in given])
+        return OtlpTls()
+    env = os.environ if environ is None else environ
+    files: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for key, suffix in _TLS_ENV:
+        value = getattr(cfg, key)
+        if value is not None:
+            files[key] = value
+            continue
+        for name in (f"OTEL_EXPORTER_OTLP_TRACES_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"):
+            if env.get(name, "").strip():
+                files[key], source[key] = env[name].strip(), f"{name}: "
+                break
+    problems = _tls_file_problems(files)
+    if ("client_certificate_file" in files) != ("client_key_file" in files):
+        given_key = next(k for k in ("client_certificate_file", "client_key_file") if k in files)
+        problems.append((given_key, "mutual TLS needs both a client certificate and its key"))
+    if problems:
+        raise ConfigError(
+            [ConfigIssue(f"{path}.{key}", source.get(key, "") + msg) for key, msg in problems]
+        )
+
+    def read(key: str) -> bytes | None:
+        return Path(files[key]).read_bytes() if key in files else None
+
+    try:
+        return OtlpTls(
+            files.get("certificate_file"),
+            files.get("client_certificate_file"),
+            files.get("client_key_file"),
+            read("certificate_file"),
+            read("client_certificate_file"),
+            read("client_key_file"),
+        )
+    except OSError as exc:  # gone since it was checked a moment ago
+        raise _build_error(path, f"cannot read {exc.filename!r}: {exc.strerror}") from exc
+
+
+def _has_tls(cfg: OtlpExportConfig) -> bool:
+    return any(getattr(cfg, key) is not None for key, _ in _TLS_ENV)
 
 
 def build_exporter(cfg: ExportConfig | None = None) -> SpanExporter:
@@ -578,9 +768,17 @@ def _build_grpc(c: OtlpExportConfig) -> SpanExporter:
         )
     # gRPC metadata keys must be lower case.
     headers = {k.lower(): v for k, v in c.headers.items()} if c.headers else None
+    insecure, credentials = c.insecure, None
+    if _has_tls(c):  # else the SDK reads OTEL_EXPORTER_OTLP_*CERTIFICATE / CLIENT_* itself
+        tls = resolve_tls(c)
+        insecure = False  # the TLS files mean TLS, whatever OTEL_EXPORTER_OTLP_*INSECURE says
+        credentials = grpc.ssl_channel_credentials(
+            tls.root_certificates, tls.private_key, tls.certificate_chain
+        )
     exporter: SpanExporter = OTLPSpanExporter(
         endpoint=c.endpoint,
-        insecure=c.insecure,
+        insecure=insecure,
+        credentials=credentials,
         headers=headers,
         timeout=c.timeout_s,
         compression=compression,
@@ -596,13 +794,42 @@ def _build_http(c: OtlpExportConfig) -> SpanExporter:
     if c.compression is not None:
         compression = Compression.Gzip if c.compression == "gzip" else Compression.NoCompression
     endpoint = _http_traces_url(c.endpoint) if c.endpoint is not None else None
+    tls = OtlpTls()  # none set here: the SDK reads OTEL_EXPORTER_OTLP_*CERTIFICATE / CLIENT_*
+    if _has_tls(c):
+        url = (
+            endpoint
+            or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or "http://localhost:4318"
+        )
+        plaintext = None if url.startswith("https://") else f"the endpoint is {url!r}"
+        tls = resolve_tls(c, plaintext)
     exporter: SpanExporter = OTLPSpanExporter(
         endpoint=endpoint,
+        certificate_file=tls.certificate_file,
+        client_key_file=tls.client_key_file,
+        client_certificate_file=tls.client_certificate_file,
         headers=dict(c.headers) if c.headers else None,
         timeout=c.timeout_s,
         compression=compression,
+        session=_session_keeping_its_ca() if tls.certificate_file else None,
     )
     return exporter
+
+
+def _session_keeping_its_ca() -> Any:
+    """A ``requests.Session`` whose ``verify`` (where the SDK puts ``certificate_file``) is not
+    replaced by ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, as requests otherwise does."""
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            settings = super().merge_environment_settings(*args, **kwargs)
+            if isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
 
 
 def _http_traces_url(endpoint: str) -> str:

@@ -235,12 +235,21 @@ async def stuck_score(inp: Any) -> float:
 # --------------------------------------------------------------------------- configs
 
 
-def export_to(rx: OtlpGrpcReceiver | OtlpHttpReceiver, delay_ms: int = 50) -> dict[str, Any]:
-    """An ``export:`` section sending eval spans to a test receiver."""
+def export_to(
+    rx: OtlpGrpcReceiver | OtlpHttpReceiver,
+    delay_ms: int = 50,
+    *,
+    tls: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An ``export:`` section sending eval spans to a test receiver; ``tls`` adds TLS client
+    keys (``certificate_file``...) for a receiver started with TLS, instead of ``insecure``."""
     if isinstance(rx, OtlpHttpReceiver):
         otlp: dict[str, Any] = {"protocol": "http/protobuf", "endpoint": rx.base_url}
     else:
-        otlp = {"protocol": "grpc", "endpoint": rx.endpoint, "insecure": True}
+        otlp = {"protocol": "grpc", "endpoint": rx.endpoint}
+        if tls is None:
+            otlp["insecure"] = True
+    otlp.update(tls or {})
     return {"otlp": otlp, "batch": {"schedule_delay_ms": delay_ms}}
 
 
@@ -253,12 +262,14 @@ def forward_to(
     max_backoff_s: float = 0.2,
     max_elapsed_s: float = 30.0,
     compression: str | None = None,
+    tls: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``forward:`` section with short retries (``endpoint`` host:port, or a URL for http)."""
-    otlp: dict[str, Any] = {"protocol": protocol, "endpoint": endpoint}
+    """A ``forward:`` section with short retries (``endpoint`` host:port, or a URL for http);
+    ``tls`` adds TLS client keys (``certificate_file``...), instead of ``insecure`` for grpc."""
+    otlp: dict[str, Any] = {"protocol": protocol, "endpoint": endpoint, **(tls or {})}
     if compression is not None:
         otlp["compression"] = compression
-    if protocol == "grpc":
+    if protocol == "grpc" and tls is None:
         otlp["insecure"] = True
     out: dict[str, Any] = {
         "otlp": otlp,

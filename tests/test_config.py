@@ -10,6 +10,7 @@ import pytest
 
 from otel_online_eval import ConfigError, load_config, parse_config
 from otel_online_eval.rules import ApplyTo
+from tests.pki import Pki
 
 DATA = Path(__file__).parent / "testdata" / "config"
 ROOT = Path(__file__).parent.parent
@@ -97,6 +98,77 @@ def test_invalid_file_reports_place_and_reason(name: str, messages: list[str]) -
     text = str(info.value)
     for message in messages:
         assert message in text, text
+
+
+@pytest.mark.parametrize(
+    ("name", "messages"),
+    [
+        (
+            "invalid_tls_missing_file.yaml",
+            [
+                "invalid_tls_missing_file.yaml:8:23: export.otlp.certificate_file: cannot read '",
+                "/no-such-ca.crt': No such file or directory",
+            ],
+        ),
+        (
+            "invalid_tls_half_pair.yaml",
+            [
+                "invalid_tls_half_pair.yaml:8:30: export.otlp.client_certificate_file: needs "
+                "client_key_file too: mutual TLS takes both or neither"
+            ],
+        ),
+        (
+            "invalid_tls_insecure.yaml",
+            [
+                "invalid_tls_insecure.yaml:8:15: export.otlp.insecure: true contradicts the TLS "
+                "client settings (certificate_file)"
+            ],
+        ),
+        (
+            "invalid_tls_http_endpoint.yaml",
+            [
+                "invalid_tls_http_endpoint.yaml:8:15: forward.otlp.endpoint: "
+                "'http://backend:4318' is plaintext, which contradicts the TLS client settings "
+                "(certificate_file); use https://"
+            ],
+        ),
+        (
+            "invalid_tls_not_pem.yaml",
+            [
+                "invalid_tls_not_pem.yaml:8:23: export.otlp.certificate_file: no PEM certificate "
+                "in '",
+                "invalid_tls_not_pem.yaml:10:22: export.otlp.client_key_file: '",
+                "server.key' are not a PEM certificate and its unencrypted private key "
+                "(KEY_VALUES_MISMATCH)",
+            ],
+        ),
+    ],
+)
+def test_invalid_tls_files_report_place_and_reason(
+    pki: Pki, name: str, messages: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DATA / name, env={"PKI": str(pki.dir)})
+    text = str(info.value)
+    for message in messages:
+        assert message in text, text
+    assert len(info.value.issues) == (2 if name == "invalid_tls_not_pem.yaml" else 1), text
+
+
+def test_tls_files_load(pki: Pki) -> None:
+    tls = {
+        "certificate_file": str(pki.ca),
+        "client_certificate_file": str(pki.client_crt),
+        "client_key_file": str(pki.client_key),
+    }
+    cfg = parse_config({"export": {"otlp": {"endpoint": "https://collector:4317", **tls}}})
+    assert cfg.export is not None and cfg.export.otlp is not None
+    otlp = cfg.export.otlp
+    assert (otlp.certificate_file, otlp.client_certificate_file, otlp.client_key_file) == (
+        str(pki.ca),
+        str(pki.client_crt),
+        str(pki.client_key),
+    )
 
 
 def test_filter_error_points_at_the_column_inside_the_filter() -> None:

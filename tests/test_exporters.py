@@ -712,8 +712,27 @@ _ONE_OF = "expected one of: grpc, http/protobuf"
         (
             {"otlp": {"endpont": "c:4317"}},
             [
-                "export.otlp.endpont: unknown key 'endpont'; expected one of: compression, "
-                "endpoint, headers, insecure, protocol, timeout_s"
+                "export.otlp.endpont: unknown key 'endpont'; expected one of: certificate_file, "
+                "client_certificate_file, client_key_file, compression, endpoint, headers, "
+                "insecure, protocol, timeout_s"
+            ],
+        ),
+        (
+            {"otlp": {"client_key_file": "/no/such/client.key"}},
+            [
+                "export.otlp.client_key_file: needs client_certificate_file too: mutual TLS "
+                "takes both or neither",
+                "export.otlp.client_key_file: cannot read '/no/such/client.key': "
+                "No such file or directory",
+            ],
+        ),
+        (
+            {"otlp": {"certificate_file": 5, "client_certificate_file": ""}},
+            [
+                "export.otlp.certificate_file: must be a string, got a number",
+                "export.otlp.client_certificate_file: must be the path of a PEM file, got ''",
+                "export.otlp.client_certificate_file: needs client_key_file too: mutual TLS "
+                "takes both or neither",
             ],
         ),
         ({"console": {"colour": True}}, ["export.console.colour: unknown key 'colour'"]),
@@ -859,6 +878,10 @@ def test_dataclasses_check_themselves() -> None:
         OtlpExportConfig(protocol="udp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"otlp\.timeout_s"):
         OtlpExportConfig(timeout_s=-1)
+    with pytest.raises(ValueError, match=r"otlp\.client_key_file: needs client_certificate_file"):
+        OtlpExportConfig(client_key_file="client.key")
+    with pytest.raises(ValueError, match=r"otlp\.insecure: true contradicts the TLS client"):
+        OtlpExportConfig(insecure=True, certificate_file="ca.pem")
     with pytest.raises(ValueError, match="set exactly one exporter, got otlp and console"):
         ExportConfig(otlp=OtlpExportConfig(), console=ConsoleExportConfig())
     with pytest.raises(ValueError, match=r"file\.path"):

@@ -14,7 +14,8 @@
       retry: {initial_backoff_s: 0.5, max_backoff_s: 30, max_elapsed_s: 300}
 
 A receiver set to ``false`` is disabled. Endpoints default to 127.0.0.1: bind to another address
-only on purpose.
+only on purpose. ``forward.otlp`` takes the keys of ``export: otlp:`` (see
+:mod:`otel_online_eval.exporters`), the TLS client files included.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.exporters import OtlpExportConfig, resolve_protocol
+from otel_online_eval.exporters import OtlpExportConfig, OtlpTls, resolve_protocol, resolve_tls
 from otel_online_eval.sidecar.config import RetryConfig
 
 __all__ = ["OtlpTarget", "SendResult", "Shipper", "make_sender", "resolve_target"]
@@ -46,7 +46,8 @@ _RETRYABLE_HTTP = {429, 502, 503, 504}
 
 @dataclass(frozen=True, slots=True)
 class OtlpTarget:
-    """An OTLP endpoint with everything resolved (config first, then environment)."""
+    """An OTLP endpoint with everything resolved (config first, then environment); ``tls``
+    holds the TLS client files, read once (empty for a plaintext connection)."""
 
     protocol: str
     endpoint: str
@@ -54,6 +55,7 @@ class OtlpTarget:
     insecure: bool
     compression: str | None
     timeout_s: float
+    tls: OtlpTls = field(default_factory=OtlpTls)
 
 
 def _env(name: str, env: Any) -> str | None:
@@ -73,9 +75,20 @@ def _parse_headers(text: str | None) -> dict[str, str]:
     return out
 
 
-def resolve_target(cfg: OtlpExportConfig, env: Any = None) -> OtlpTarget:
-    """Resolve an ``otlp:`` config the way the SDK exporters do, environment included."""
+def resolve_target(cfg: OtlpExportConfig, env: Any = None, path: str = "otlp") -> OtlpTarget:
+    """Resolve an ``otlp:`` config the way the SDK exporters do, environment included, and
+    read its TLS client files.
+
+    Raises:
+        ConfigError: what only shows now: a bad ``OTEL_EXPORTER_OTLP_*`` value or TLS file
+            (see :func:`~otel_online_eval.exporters.resolve_tls`), TLS files for a plaintext
+            http:// endpoint.
+    """
     env = os.environ if env is None else env
+    given_tls = any(
+        value is not None
+        for value in (cfg.certificate_file, cfg.client_certificate_file, cfg.client_key_file)
+    )
     protocol = resolve_protocol(cfg, env)
     default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
     endpoint = cfg.endpoint or _env("ENDPOINT", env) or default
@@ -84,16 +97,20 @@ def resolve_target(cfg: OtlpExportConfig, env: Any = None) -> OtlpTarget:
     timeout_s = cfg.timeout_s or float(_env("TIMEOUT", env) or 10.0)
     if protocol == "grpc":
         insecure = cfg.insecure
-        if insecure is None:
+        if insecure is None and given_tls:
+            insecure = False  # the config's TLS files mean TLS
+        elif insecure is None:
             raw = _env("INSECURE", env)
             insecure = raw.lower() == "true" if raw else not endpoint.startswith("https://")
         endpoint = endpoint.split("://", 1)[-1].rstrip("/")
+        plaintext = "insecure is true" if insecure else None
     else:
         insecure = not endpoint.startswith("https://")
         if "://" not in endpoint:
             endpoint = "http://" + endpoint
         if endpoint.rstrip("/").count("/") <= 2:  # no path: the OTLP default
             endpoint = endpoint.rstrip("/") + "/v1/traces"
+        plaintext = f"the endpoint is {endpoint!r}" if insecure else None
     return OtlpTarget(
         protocol,
         endpoint,
@@ -101,6 +118,7 @@ def resolve_target(cfg: OtlpExportConfig, env: Any = None) -> OtlpTarget:
         bool(insecure),
         None if compression in (None, "none") else compression,
         float(timeout_s),
+        resolve_tls(cfg, plaintext, env, path),
     )
 
 
@@ -128,7 +146,10 @@ class GrpcSender:
         if target.insecure:
             self._channel = grpc.insecure_channel(target.endpoint, options=options)
         else:
-            creds = grpc.ssl_channel_credentials()
+            tls = target.tls
+            creds = grpc.ssl_channel_credentials(
+                tls.root_certificates, tls.private_key, tls.certificate_chain
+            )
             self._channel = grpc.secure_channel(target.endpoint, creds, options=options)
         self._call = self._channel.unary_unary(
             EXPORT_METHOD, request_serializer=None, response_deserializer=None
@@ -174,7 +195,12 @@ def _grpc_retry_after(exc: Any) -> float | None:
 
 
 class HttpSender:
-    """POSTs protobuf bodies (gzip when configured) with keep-alive."""
+    """POSTs protobuf bodies (gzip when configured) with keep-alive.
+
+    TLS: ``target.tls``'s CA bundle (else requests' default roots, which ``REQUESTS_CA_BUNDLE``
+    may set) and client certificate go with every request, so the environment cannot override
+    a CA bundle the config gave.
+    """
 
     def __init__(self, target: OtlpTarget) -> None:
         import requests
@@ -186,6 +212,13 @@ class HttpSender:
             self._headers["Content-Encoding"] = "gzip"
         self._gzip = target.compression == "gzip"
         self._timeout = target.timeout_s
+        tls = target.tls
+        self._verify: bool | str = tls.certificate_file or True
+        self._cert = (
+            (tls.client_certificate_file, tls.client_key_file)
+            if tls.client_certificate_file and tls.client_key_file
+            else None
+        )
 
     def send(self, body: bytes) -> SendResult:
         import requests
@@ -193,7 +226,12 @@ class HttpSender:
         data = gzip.compress(body) if self._gzip else body
         try:
             response = self._session.post(
-                self._url, data=data, headers=self._headers, timeout=self._timeout
+                self._url,
+                data=data,
+                headers=self._headers,
+                timeout=self._timeout,
+                verify=self._verify,
+                cert=self._cert,
             )
         except requests.RequestException as exc:
             return SendResult(False, True, None, f"{type(exc).__name__}: {exc}")
