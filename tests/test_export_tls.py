@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from tests.sidecar_helpers import (
     sidecar_config,
     start_sidecar,
     wait_until,
+    write_config,
 )
 
 PROTOCOLS = ["grpc", "http/protobuf"]
@@ -93,6 +95,8 @@ def test_sidecar_forwards_over_grpc_and_exports_over_http_with_a_private_ca_and_
             downstream.wait_for_spans(3)
             assert [r.SerializeToString() for r in downstream.requests] == [body]
             assert len(eval_spans(evals.wait_for_spans(6), trace.trace_id)) == 2
+            # The shippers count a send when its answer is back, after the receiver has it.
+            wait_until(lambda: sc.metrics().value("online_eval_shipper_sent_spans_total") == 3 + 6)
             m = sc.metrics()
             assert m.value("online_eval_shipper_sent_spans_total", pipeline="forward") == 3
             assert m.value("online_eval_shipper_sent_spans_total", pipeline="export") == 6
@@ -167,10 +171,33 @@ def test_sidecar_with_an_unreadable_tls_file_from_the_environment_does_not_start
         assert sc.proc.wait(30) == 1
     finally:
         sc.kill()
-    assert "otlp.certificate_file: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read" in (
-        sc.stderr()
+    assert (
+        "forward.otlp.certificate_file: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read"
+        in sc.stderr()
     )
     assert "Traceback" not in sc.stderr()
+
+
+def test_a_reload_whose_export_cannot_be_built_keeps_the_running_config(
+    tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    """The environment's CA file is missing: harmless while export is plaintext; a reload to
+    TLS export fails only when the exporter is built, and is refused like an invalid file."""
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "no-such-ca.pem")}
+    config = sidecar_config(export=export_to(otlp_grpc_receiver))
+    with running_sidecar(tmp_path, config, env=env) as sc:
+        tls_export = {"otlp": {"protocol": "grpc", "endpoint": "https://127.0.0.1:9"}}
+        write_config(sc.config_path, {**config, "export": tls_export})
+        sc.send_signal(signal.SIGHUP)
+        [refused] = sc.wait_log("Reload refused")
+        assert (
+            "export.otlp.certificate_file: OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read"
+            in (refused["message"])
+        )
+        trace = make_trace("after-refused-reload", ("billing",))
+        send_grpc(sc.grpc_endpoint, request_bytes(trace.spans))
+        wait_until(lambda: eval_spans(otlp_grpc_receiver.spans(), trace.trace_id))
+        assert sc.proc.poll() is None
 
 
 def test_resolve_target_tls(pki: Pki) -> None:

@@ -77,7 +77,10 @@ def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -
         return Emitter(build_span_processor(export))
     otlp = export.otlp or OtlpExportConfig()
     shipper = Shipper(
-        "export", make_sender(resolve_target(otlp)), _EXPORT_BUFFER_BYTES, RetryConfig()
+        "export",
+        make_sender(resolve_target(otlp, path="export.otlp")),
+        _EXPORT_BUFFER_BYTES,
+        RetryConfig(),
     )
     batch = export.batch
     delay = (batch.schedule_delay_ms or 200) / 1000
@@ -116,7 +119,7 @@ class Sidecar:
             forward = config.forward
             self.forwarder = Shipper(
                 "forward",
-                make_sender(resolve_target(forward.otlp)),
+                make_sender(resolve_target(forward.otlp, path="forward.otlp")),
                 forward.max_queue_bytes,
                 forward.retry,
             )
@@ -248,7 +251,11 @@ class Sidecar:
             return False
         if config.receiver != self.config.receiver or config.forward != self.config.forward:
             logger.warning("receiver: and forward: changes take effect only after a restart.")
-        new_engine = self._build_engine(config)
+        try:
+            new_engine = self._build_engine(config)
+        except ConfigError as exc:  # what only shows when built: OTEL_* values, TLS files
+            logger.error("Reload refused; the running config stays in force.\n%s", exc)
+            return False
         with self._stats_lock:
             old_engine, self.engine = self.engine, new_engine
             self._retiring.append(old_engine)
