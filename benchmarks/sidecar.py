@@ -5,15 +5,17 @@ from /proc) for:
 
   (a) a no-op OTLP/gRPC receiver written here (takes the bytes, answers OK, parses nothing);
   (b) the sidecar forwarding only (no rules), to a no-op downstream;
-  (c) the sidecar forwarding and evaluating: 10 rules at 10% sampling, heuristic scorers, eval
-      spans exported over OTLP/gRPC to a counting downstream;
+  (c0) forwarding and routing for the rules of (c), with an evaluation queue of one;
+  (c) the sidecar evaluating: 10 rules at 10% sampling, heuristic scorers, eval spans exported
+      over OTLP/gRPC to a counting downstream, no forwarding;
+  (c+b) (c) with forwarding;
 
 and for (c) the eval spans exported per second and the sidecar CPU per eval span. The load
 generator is a separate process sending pre-built 512-span requests (12 GenAI attributes and a
-1 KB prompt per span) over gRPC from several threads. Target for (c): at most 6 µs of sidecar
-CPU per span.
+1 KB prompt per span) over gRPC from several threads, and splits the sidecar's CPU by thread role.
+Target for (c): at most 6 µs of sidecar CPU per span at ingest.
 
-Run: ``.venv/bin/python benchmarks/sidecar.py`` (about a minute; ``--quick`` for a smoke run).
+Run: ``.venv/bin/python benchmarks/sidecar.py`` (about 3 minutes; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
