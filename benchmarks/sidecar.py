@@ -12,7 +12,7 @@ from /proc) for:
 
 and for (c) the eval spans exported per second and the sidecar CPU per eval span. The load
 generator is a separate process sending pre-built 512-span requests (12 GenAI attributes and a
-1 KB prompt per span) over gRPC from several threads, and splits the sidecar's CPU by thread role.
+1 KB prompt per span) over gRPC from several threads. The sidecar's CPU is also split by thread.
 Target for (c): at most 6 µs of sidecar CPU per span at ingest.
 
 Run: ``.venv/bin/python benchmarks/sidecar.py`` (about 3 minutes; ``--quick`` for a smoke run).
