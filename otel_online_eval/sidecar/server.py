@@ -197,10 +197,6 @@ class Sidecar:
             sources += self._sibling_metrics()
         return exposition(sources)
 
-    def _metrics_file(self, worker: int | None) -> Path:
-        assert self._metrics_dir is not None
-        return self._metrics_dir / f"worker-{worker}.json"
-
     def _publish_metrics(self) -> None:
         name_os_thread()
         while True:
@@ -209,7 +205,8 @@ class Sidecar:
                 return
 
     def _write_metrics(self) -> None:
-        target = self._metrics_file(self._worker)
+        assert self._metrics_dir is not None
+        target = self._metrics_dir / f"worker-{self._worker}.json"
         temporary = target.with_suffix(".tmp")
         try:
             temporary.write_text(json.dumps(self.metric_families()))
