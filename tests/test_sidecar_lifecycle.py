@@ -619,4 +619,6 @@ def test_the_sidecar_shares_two_malloc_arenas_among_its_threads(tmp_path: Path) 
         for index in range(8):  # several handler threads
             send_grpc(sc.grpc_endpoint, _big_request(index))
         heaps = _malloc_heaps(sc.pid)
-    assert heaps <= 1, heaps  # the main arena has no such reservation; the second arena does
+    # The main arena has no such reservation; the second does (a third when threads raced to
+    # make it, see test_malloc). Without the cap there are about ten.
+    assert heaps <= 2, heaps
