@@ -45,10 +45,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No OTEL_EXPORTER_OTLP_* or CA bundle setting of the machine leaks into the tests (nor
     into the sidecars they start, which inherit the environment)."""
     for name in list(os.environ):
-        if name.startswith("OTEL_EXPORTER_OTLP_") or name in (
-            "REQUESTS_CA_BUNDLE",
-            "CURL_CA_BUNDLE",
-        ):
+        if name.startswith("OTEL_EXPORTER_OTLP_") or name in _CA_BUNDLE_ENV:
             monkeypatch.delenv(name)
 
 
