@@ -15,11 +15,18 @@ generator is a separate process sending pre-built 512-span requests (12 GenAI at
 1 KB prompt per span) over gRPC from several threads. The sidecar's CPU is also split by thread.
 Target for (c): at most 6 µs of sidecar CPU per span at ingest.
 
-Run: ``.venv/bin/python benchmarks/sidecar.py`` (about 3 minutes; ``--quick`` for a smoke run).
+With ``--http``, the same load goes to the OTLP/HTTP receiver instead: the same requests as
+protobuf bodies POSTed over HTTP/1.1 keep-alive connections (one per client thread), rows (b)
+and (c) only, then both again with the bodies gzip-compressed (compressed once, beforehand).
+
+Run: ``.venv/bin/python benchmarks/sidecar.py`` (about 3 minutes; ``--quick`` for a smoke run;
+``--http`` for the HTTP rows, about a minute).
 """
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import json
 import os
 import random
@@ -217,6 +224,45 @@ def run_load(port: int, requests: int, threads: int) -> None:
     print(json.dumps({"ok": sent[0], "failed": sent[1], "seconds": elapsed}), flush=True)
 
 
+def run_load_http(port: int, requests: int, threads: int, compress: bool) -> None:
+    """Send ``requests`` pre-built requests as OTLP/HTTP POSTs, each client thread on its own
+    keep-alive connection; print one JSON line with what happened."""
+    bodies = build_requests(16)
+    headers = {"Content-Type": "application/x-protobuf"}
+    if compress:
+        bodies = [gzip.compress(b, 1) for b in bodies]
+        headers["Content-Encoding"] = "gzip"
+    sent = [0, 0]  # ok, failed
+    lock = threading.Lock()
+    next_index = iter(range(requests))
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for i in next_index:
+            ok = False
+            try:
+                conn.request("POST", "/v1/traces", bodies[i % len(bodies)], headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+                if response.will_close:
+                    conn.close()
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+            with lock:
+                sent[0 if ok else 1] += 1
+        conn.close()
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"ok": sent[0], "failed": sent[1], "seconds": elapsed}), flush=True)
+
+
 # -- the driver -----------------------------------------------------------------------------
 
 
@@ -226,12 +272,17 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
+def wait_port(port: int, timeout: float = 20, proc: subprocess.Popen[str] | None = None) -> None:
+    """Wait until something accepts connections on ``port``; fails with ``proc``'s output if
+    it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise RuntimeError(f"the process for port {port} exited ({proc.returncode}):\n{err}")
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
 
@@ -249,8 +300,10 @@ def wait_idle(pid: int, timeout: float = 120) -> float:
     return time.perf_counter()
 
 
-def load(port: int, requests: int, threads: int) -> dict[str, Any]:
-    proc = spawn(__file__, "--load", str(port), str(requests), str(threads))
+def load(port: int, requests: int, threads: int, transport: str = "grpc") -> dict[str, Any]:
+    """Run the load generator; ``transport`` is ``grpc``, ``http`` or ``http-gzip``."""
+    flag = "--load" if transport == "grpc" else f"--load-{transport}"
+    proc = spawn(__file__, flag, str(port), str(requests), str(threads))
     out, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(err)
@@ -268,10 +321,12 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return err
 
 
-def measure(name: str, pid: int, port: int, requests: int, threads: int) -> dict[str, Any]:
-    load(port, 4, 2)  # warm up: connections, caches
+def measure(
+    name: str, pid: int, port: int, requests: int, threads: int, transport: str = "grpc"
+) -> dict[str, Any]:
+    load(port, 4, 2, transport)  # warm up: connections, caches
     cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
-    result = load(port, requests, threads)
+    result = load(port, requests, threads, transport)
     cpu = cpu_seconds(pid) - cpu0
     roles = by_role(threads0, thread_cpu(pid), cpu)
     spans = result["ok"] * 512
@@ -303,18 +358,21 @@ def by_role_text(roles: dict[str, float]) -> str:
 
 def sidecar_config(
     path: Path,
-    grpc_port: int,
+    port: int,
     forward_port: int | None,
     export_port: int | None,
     rate: float | None,
     queue_size: int = 100_000,
+    transport: str = "grpc",
 ) -> None:
+    """A sidecar config receiving on ``port`` over ``transport`` only (the other is off)."""
+    receiver: dict[str, Any] = {"grpc": False, "http": False, "drain_timeout_s": 30}
+    if transport == "grpc":
+        receiver["grpc"] = {"endpoint": f"127.0.0.1:{port}", "max_message_bytes": 1 << 26}
+    else:
+        receiver["http"] = {"endpoint": f"127.0.0.1:{port}", "max_body_bytes": 1 << 26}
     config: dict[str, Any] = {
-        "receiver": {
-            "grpc": {"endpoint": f"127.0.0.1:{grpc_port}", "max_message_bytes": 1 << 26},
-            "http": False,
-            "drain_timeout_s": 30,
-        },
+        "receiver": receiver,
         "engine": {"queue_size": queue_size},
     }
     if forward_port is not None:
@@ -336,17 +394,124 @@ def sidecar_config(
     path.write_text(yaml.safe_dump(config))
 
 
+def sidecar_row(
+    tmp: Path,
+    label: str,
+    rate: float | None,
+    queue: int,
+    forward: bool,
+    requests: int,
+    threads: int,
+    transport: str,
+    procs: list[subprocess.Popen[str]],
+) -> dict[str, Any]:
+    """Start a sidecar (with a no-op downstream and a counting export receiver), measure it
+    under the load, wait for its evaluations to finish, stop everything; one row."""
+    downstream_port, export_port, port = free_port(), free_port(), free_port()
+    downstream = spawn(__file__, "--noop", str(downstream_port))
+    exports = spawn(__file__, "--count", str(export_port))
+    procs += [downstream, exports]
+    config = tmp / "sidecar.yaml"
+    sidecar_config(
+        config,
+        port,
+        downstream_port if forward else None,
+        export_port if rate is not None else None,
+        rate,
+        queue,
+        "grpc" if transport == "grpc" else "http",
+    )
+    sidecar = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "otel_online_eval.cli",
+            "serve",
+            "-c",
+            str(config),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(sidecar)
+    for waited, proc in ((downstream_port, downstream), (export_port, exports), (port, sidecar)):
+        wait_port(waited, proc=proc)
+    started = time.perf_counter()
+    row = measure(label, sidecar.pid, port, requests, threads, transport)
+    if rate is not None and queue > 1:
+        # Let the engine finish what it queued (the process goes idle), then count all the
+        # CPU it took and the eval spans that arrived.
+        cpu_after_load = cpu_seconds(sidecar.pid)
+        idle_at = wait_idle(sidecar.pid)
+        eval_cpu = cpu_seconds(sidecar.pid) - cpu_after_load
+        all_cpu = row["cpu_s"] + eval_cpu
+        whole = by_role(row["threads0"], thread_cpu(sidecar.pid), all_cpu)
+        row["whole_roles_us_per_span"] = {k: v / row["spans"] * 1e6 for k, v in whole.items()}
+        print(
+            f"   {'':44} {all_cpu / row['spans'] * 1e6:10.2f} us CPU/span "
+            f"including evaluation that finished after the load "
+            f"({eval_cpu:.2f} s more)"
+        )
+        print(f"   {'':44} by thread: " + by_role_text(row["whole_roles_us_per_span"]))
+        err = stop(sidecar)
+        exports.send_signal(signal.SIGUSR1)
+        line = exports.stdout.readline() if exports.stdout else "0"
+        eval_spans = int(line.strip() or 0)
+        total = idle_at - started
+        row["eval_spans"] = eval_spans
+        row["all_cpu_us_per_span"] = all_cpu / row["spans"] * 1e6
+        print(
+            f"   {'':44} {eval_spans / total:10.0f} eval spans/s exported "
+            f"({eval_spans} in {total:.1f} s)"
+        )
+        if eval_spans:
+            print(
+                f"   {'':44} {all_cpu / eval_spans * 1e6:10.1f} us sidecar CPU "
+                "per eval span exported (all sidecar CPU / eval spans)"
+            )
+    else:
+        err = stop(sidecar)
+    if "Traceback" in err:
+        print(err, file=sys.stderr)
+    stop(downstream)
+    stop(exports)
+    return row
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
+    over_http = "--http" in sys.argv
     requests = 60 if quick else 400
     threads = 4
     print(
-        f"sidecar benchmark: {requests} requests of 512 spans, {threads} client threads, "
-        f"{os.cpu_count()} cores"
+        f"sidecar benchmark{' (OTLP/HTTP)' if over_http else ''}: {requests} requests of 512 "
+        f"spans, {threads} client threads, {os.cpu_count()} cores"
     )
     rows = []
     procs: list[subprocess.Popen[str]] = []
     try:
+        if over_http:
+            with tempfile.TemporaryDirectory() as tmp:
+                for transport in ("http", "http-gzip"):
+                    for label, rate, forward in (
+                        (f"(b) {transport}, forwarding only", None, True),
+                        (f"(c) {transport}, 10 rules @ 0.1, no forwarding", 0.1, False),
+                    ):
+                        rows.append(
+                            sidecar_row(
+                                Path(tmp), label, rate, 100_000, forward, requests, threads,
+                                transport, procs,
+                            )
+                        )  # fmt: skip
+            for row in rows:
+                print(
+                    f"{row['name']}: {row['spans_per_s']:.0f} spans/s, "
+                    f"{row['roles_us_per_span'].get('ingest', 0):.2f} us/span at ingest"
+                )
+            return 0
         port = free_port()
         noop = spawn(__file__, "--noop", str(port))
         procs.append(noop)
@@ -361,79 +526,11 @@ def main() -> int:
                 ("(c) sidecar, 10 rules @ 0.1, no forwarding", 0.1, 100_000, False),
                 ("(c+b) sidecar, forwarding + 10 rules @ 0.1", 0.1, 100_000, True),
             ):
-                downstream_port, export_port, port = free_port(), free_port(), free_port()
-                downstream = spawn(__file__, "--noop", str(downstream_port))
-                exports = spawn(__file__, "--count", str(export_port))
-                procs += [downstream, exports]
-                config = Path(tmp) / "sidecar.yaml"
-                sidecar_config(
-                    config,
-                    port,
-                    downstream_port if forward else None,
-                    export_port if rate is not None else None,
-                    rate,
-                    queue,
-                )
-                sidecar = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "otel_online_eval.cli",
-                        "serve",
-                        "-c",
-                        str(config),
-                        "--log-level",
-                        "warning",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                procs.append(sidecar)
-                for waited in (downstream_port, export_port, port):
-                    wait_port(waited)
-                started = time.perf_counter()
-                row = measure(label, sidecar.pid, port, requests, threads)
-                if rate is not None and queue > 1:
-                    # Let the engine finish what it queued (the process goes idle), then count
-                    # all the CPU it took and the eval spans that arrived.
-                    cpu_after_load = cpu_seconds(sidecar.pid)
-                    idle_at = wait_idle(sidecar.pid)
-                    eval_cpu = cpu_seconds(sidecar.pid) - cpu_after_load
-                    all_cpu = row["cpu_s"] + eval_cpu
-                    whole = by_role(row["threads0"], thread_cpu(sidecar.pid), all_cpu)
-                    row["whole_roles_us_per_span"] = {
-                        k: v / row["spans"] * 1e6 for k, v in whole.items()
-                    }
-                    print(
-                        f"   {'':44} {all_cpu / row['spans'] * 1e6:10.2f} us CPU/span "
-                        f"including evaluation that finished after the load "
-                        f"({eval_cpu:.2f} s more)"
+                rows.append(
+                    sidecar_row(
+                        Path(tmp), label, rate, queue, forward, requests, threads, "grpc", procs
                     )
-                    print(f"   {'':44} by thread: " + by_role_text(row["whole_roles_us_per_span"]))
-                    err = stop(sidecar)
-                    exports.send_signal(signal.SIGUSR1)
-                    line = exports.stdout.readline() if exports.stdout else "0"
-                    eval_spans = int(line.strip() or 0)
-                    total = idle_at - started
-                    row["eval_spans"] = eval_spans
-                    row["all_cpu_us_per_span"] = all_cpu / row["spans"] * 1e6
-                    print(
-                        f"   {'':44} {eval_spans / total:10.0f} eval spans/s exported "
-                        f"({eval_spans} in {total:.1f} s)"
-                    )
-                    if eval_spans:
-                        print(
-                            f"   {'':44} {all_cpu / eval_spans * 1e6:10.1f} us sidecar CPU "
-                            "per eval span exported (all sidecar CPU / eval spans)"
-                        )
-                    if "Traceback" in err:
-                        print(err, file=sys.stderr)
-                else:
-                    stop(sidecar)
-                stop(downstream)
-                stop(exports)
-                rows.append(row)
+                )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -460,5 +557,8 @@ if __name__ == "__main__":
         run_noop_receiver(int(sys.argv[2]), count=sys.argv[1] == "--count")
     elif len(sys.argv) > 4 and sys.argv[1] == "--load":
         run_load(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) > 4 and sys.argv[1] in ("--load-http", "--load-http-gzip"):
+        compress = sys.argv[1] == "--load-http-gzip"
+        run_load_http(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), compress)
     else:
         sys.exit(main())
