@@ -17,7 +17,15 @@ from otel_online_eval.config import OnlineEvalConfig, load_config, parse_config
 from otel_online_eval.emit import EvalResult
 from otel_online_eval.engine import EngineStats
 from otel_online_eval.processor import OnlineEvalSpanProcessor, evaluate
-from otel_online_eval.rules import ApplyTo, Decision, Rule, ScorerSpec, ScorerUse, Stage
+from otel_online_eval.rules import (
+    ApplyTo,
+    BulkheadConfig,
+    Decision,
+    Rule,
+    ScorerSpec,
+    ScorerUse,
+    Stage,
+)
 from otel_online_eval.scorers import EvalInput, FunctionScorer, Score, Scorer
 from otel_online_eval.spanview import SdkSpanView, SpanView
 
@@ -25,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApplyTo",
+    "BulkheadConfig",
     "ConfigError",
     "ConfigIssue",
     "Decision",

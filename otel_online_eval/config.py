@@ -9,7 +9,7 @@ whole or raises :class:`~otel_online_eval.ConfigError`; it is never half-loaded.
 Sections::
 
     extract:  {presets: [genai]}                   where input/output are read from
-    scorers:  {NAME: {type: ..., timeout_s, scale, ...type options}}
+    scorers:  {NAME: {type: ..., timeout_s, scale, bulkhead, ...type options}}
     rules:    [{name, description, filter, sampling, sampling_seed, apply_to, scorers}]
     export:   {otlp: {...}} | {console: {}} | {file: {path}}, plus batch: {...}
     engine:   {queue_size, max_concurrent_evals, threads, shutdown_timeout_s}
@@ -31,7 +31,7 @@ from otel_online_eval._yaml import load_yaml
 from otel_online_eval.exporters import ExportConfig, read_export_config
 from otel_online_eval.genai import PRESETS
 from otel_online_eval.query import compile_filter
-from otel_online_eval.rules import ApplyTo, Rule, ScorerSpec, ScorerUse
+from otel_online_eval.rules import ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
 from otel_online_eval.scorers.registry import INLINE_TYPES
 from otel_online_eval.sidecar.config import (
@@ -50,8 +50,11 @@ class EngineConfig:
 
     Attributes:
         queue_size: spans waiting for evaluation; when full, new spans are dropped and counted.
-        max_concurrent_evals: (span, rule) evaluations in flight at once.
-        threads: the thread pool that runs sync scorers.
+        max_concurrent_evals: (span, rule) evaluations in flight at once; also the default
+            concurrency of each async scorer.
+        threads: the threads of each sync scorer, its own (unless its ``bulkhead.concurrency``
+            says otherwise), so that a scorer that hangs holds only its own; also the pool
+            that runs sync sampling callables.
         shutdown_timeout_s: how long shutdown waits for queued evaluations.
     """
 
@@ -197,15 +200,38 @@ def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
         kind = opts.choice("type", sorted(SCORER_TYPES), required=True)
         timeout_s = opts.number("timeout_s", 30.0, lo=0.001)
         scale = opts.number("scale", 1.0, lo=1e-9)
+        bulkhead = _read_bulkhead(opts.sub("bulkhead"))
         if kind is None:
             continue
         scorer = SCORER_TYPES[kind](str(name), opts)
         opts.done()
         if scorer is not None:
             specs[str(name)] = ScorerSpec(
-                str(name), scorer, kind, float(timeout_s), float(scale), inline=kind in INLINE_TYPES
+                str(name),
+                scorer,
+                kind,
+                float(timeout_s),
+                float(scale),
+                inline=kind in INLINE_TYPES,
+                bulkhead=bulkhead,
             )
     return specs
+
+
+def _read_bulkhead(r: Reader) -> BulkheadConfig:
+    """A scorer's ``bulkhead:`` (common to every type): its share of the engine."""
+    d = BulkheadConfig()
+    concurrency = r.number("concurrency", None, lo=1, hi=10_000, integer=True)
+    wait_s = r.number("wait_s", None, lo=0)
+    after = r.number("quarantine_after", d.quarantine_after, lo=0, hi=1_000_000, integer=True)
+    quarantine_s = r.number("quarantine_s", d.quarantine_s, lo=0.001)
+    r.done()
+    return BulkheadConfig(
+        None if concurrency is None else int(concurrency),
+        None if wait_s is None else float(wait_s),
+        int(after),
+        float(quarantine_s),
+    )
 
 
 def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, ...]:

@@ -31,6 +31,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
+from otel_online_eval._batch import ExportBatcher
 from otel_online_eval.scorers.base import Score
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "SCORER_ATTR",
     "Emitter",
     "EvalResult",
+    "ExportCounts",
     "ScorerRun",
     "Target",
 ]
@@ -135,6 +137,23 @@ def _error_type(run: ScorerRun) -> str:
     return "timeout" if run.timed_out else type(run.error).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class ExportCounts:
+    """What became of the eval and score spans an emitter made.
+
+    Attributes:
+        scheduled: spans handed to the export side.
+        exported: of those, exported (0 when the export side does not say: a span processor
+            given in code).
+        dropped: of those, lost, by reason: ``queue_full``, ``failed`` (the exporter refused
+            them, or gave up after its retries), ``shutdown``.
+    """
+
+    scheduled: int = 0
+    exported: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+
+
 class EvalSink(Protocol):
     """Where the engine's results go: builds eval spans in some form and exports them."""
 
@@ -156,7 +175,8 @@ class EvalSink(Protocol):
         ...
 
     def force_flush(self, timeout_millis: int) -> bool:
-        """Export everything emitted so far; False on timeout."""
+        """Export everything emitted so far; False on timeout or when some of it was lost
+        (dropped, or its export failed)."""
         ...
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
@@ -189,6 +209,7 @@ class PlanningEmitter:
 
     def __init__(self) -> None:
         self._ids = RandomIdGenerator()
+        self.scheduled = 0  # spans handed to _export (by the engine's thread only)
 
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         raise NotImplementedError
@@ -258,6 +279,7 @@ class PlanningEmitter:
                 status,
             )
         )
+        self.scheduled += len(plans)
         self._export(plans, target.resource)
         return EvalResult(
             rule=rule,
@@ -312,7 +334,10 @@ class Emitter(PlanningEmitter):
     """Builds eval spans as SDK ``ReadableSpan``s and hands them to ``sink``: any exporter.
 
     Args:
-        sink: the span processor in front of the exporter (usually a BatchSpanProcessor).
+        sink: the span processor in front of the exporter: an
+            :class:`~otel_online_eval._batch.ExportBatcher` (what the processor builds; it
+            counts exported and dropped spans and its flush says whether all got out), or any
+            other ``SpanProcessor`` (then only the spans handed to it are counted).
     """
 
     def __init__(self, sink: SpanProcessor) -> None:
@@ -322,11 +347,20 @@ class Emitter(PlanningEmitter):
     def resource_of(self, view: SpanView) -> Resource:
         return view.sdk_resource()
 
+    def export_counts(self) -> ExportCounts:
+        sink = self.sink
+        if isinstance(sink, ExportBatcher):
+            return ExportCounts(self.scheduled, sink.exported, dict(sink.dropped))
+        return ExportCounts(self.scheduled)
+
     def force_flush(self, timeout_millis: int) -> bool:
         return bool(self.sink.force_flush(timeout_millis))
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        self.sink.shutdown()  # the SDK's span processors take no timeout here
+        if isinstance(self.sink, ExportBatcher):
+            self.sink.shutdown(timeout_millis)
+        else:
+            self.sink.shutdown()  # the SDK's span processors take no timeout here
 
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         for plan in plans:

@@ -4,22 +4,34 @@ The counts are kept as plain tallies by the engine (the application's thread onl
 atomic counter) and published through observable instruments of the OpenTelemetry metrics API,
 so recording costs nothing when no ``MeterProvider`` is configured.
 
-Counters (all ``{span}``, ``{eval}`` or ``{score}``):
+Counters (``{span}``, ``{eval}``, ``{score}``, ``{token}``), per rule where a rule applies; the
+identities between them are in ``docs/metrics.md``:
 
 - ``online_eval.spans.seen``: spans that ended and were looked at.
-- ``online_eval.spans.selected`` {rule}: spans the rule's ``apply_to`` picked.
-- ``online_eval.spans.sampled`` {rule}: selected spans kept by sampling.
-- ``online_eval.spans.filtered_out`` {rule}: sampled spans the filter refused.
-- ``online_eval.spans.dropped`` {reason}: spans not evaluated: ``queue_full``, ``shutdown``,
-  ``error``.
+- ``online_eval.spans.selected`` / ``.not_selected`` {rule}: seen spans the rule's ``apply_to``
+  picked / did not pick (eval spans received by the sidecar are never selected).
+- ``online_eval.spans.sampled`` / ``.sampled_out`` {rule}: selected spans its sampling kept /
+  refused (decided for dropped spans too).
+- ``online_eval.spans.filtered_out`` {rule}: sampled spans its filter refused.
+- ``online_eval.spans.dropped`` {rule, reason}: sampled spans whose evaluation was lost:
+  ``queue_full``, ``shutdown``, ``error``.
+- ``online_eval.spans.no_content`` {rule}: sampled spans that look like a GenAI operation but
+  carry no prompt or answer (content capture off); also in ``filtered_out`` or ``evals``.
 - ``online_eval.evals`` {rule}: evaluations finished and handed to the exporter.
 - ``online_eval.scores`` {rule, scorer, outcome}: scorer runs: ``ok``, ``error``, ``timeout``,
   ``skipped``, ``sampled_out``.
+- ``online_eval.scores.skipped`` {rule, scorer, reason}: the skipped ones by reason: ``busy``
+  (no free slot in time), ``quarantined``, or the scorer's own (``circuit_open``, ...).
+- ``online_eval.scorer.quarantined`` {scorer}: times a scorer was quarantined.
 - ``online_eval.judge.tokens`` {rule, scorer, gen_ai.request.model, gen_ai.token.type}: tokens
   LLM judges used (``input`` / ``output``), from their scores' ``gen_ai.usage.*`` metadata.
+- ``online_eval.eval_spans.scheduled``: eval and score spans handed to the exporter side;
+  ``.exported`` of those exported; ``.dropped`` {reason} of those lost: ``queue_full``,
+  ``failed``, ``shutdown``.
 
-Gauge ``online_eval.queue.size``: spans waiting for a worker. Histogram
-``online_eval.scorer.duration`` (s) {rule, scorer}: time one scorer call took.
+Gauges ``online_eval.queue.size`` (spans waiting for a worker) and ``online_eval.scorer.stuck``
+{scorer} (sync calls that timed out and still hold one of the scorer's threads). Histogram
+``online_eval.scorer.duration`` (s) {rule, scorer}: time one scorer call took once it started.
 """
 
 from __future__ import annotations
@@ -70,10 +82,22 @@ METRICS: dict[str, MetricSpec] = {
             "online_eval.spans.selected", "counter", "{span}", "Spans a rule's apply_to picked"
         ),
         MetricSpec(
+            "online_eval.spans.not_selected",
+            "counter",
+            "{span}",
+            "Seen spans a rule's apply_to did not pick",
+        ),
+        MetricSpec(
             "online_eval.spans.sampled",
             "counter",
             "{span}",
             "Selected spans kept by a rule's sampling",
+        ),
+        MetricSpec(
+            "online_eval.spans.sampled_out",
+            "counter",
+            "{span}",
+            "Selected spans a rule's sampling refused",
         ),
         MetricSpec(
             "online_eval.spans.filtered_out",
@@ -82,7 +106,16 @@ METRICS: dict[str, MetricSpec] = {
             "Sampled spans a rule's filter refused",
         ),
         MetricSpec(
-            "online_eval.spans.dropped", "counter", "{span}", "Spans not evaluated, by reason"
+            "online_eval.spans.dropped",
+            "counter",
+            "{span}",
+            "Sampled spans whose evaluation was lost, by rule and reason",
+        ),
+        MetricSpec(
+            "online_eval.spans.no_content",
+            "counter",
+            "{span}",
+            "Sampled spans that look like a GenAI operation but carry no prompt or answer",
         ),
         MetricSpec(
             "online_eval.evals",
@@ -94,7 +127,25 @@ METRICS: dict[str, MetricSpec] = {
             "online_eval.scores",
             "counter",
             "{score}",
-            "Scorer runs by outcome: ok, error, timeout, sampled_out",
+            "Scorer runs by outcome: ok, error, timeout, skipped, sampled_out",
+        ),
+        MetricSpec(
+            "online_eval.scores.skipped",
+            "counter",
+            "{score}",
+            "Skipped scorer runs by reason: busy, quarantined, or the scorer's own",
+        ),
+        MetricSpec(
+            "online_eval.scorer.quarantined",
+            "counter",
+            "{quarantine}",
+            "Times a scorer was quarantined after consecutive timeouts",
+        ),
+        MetricSpec(
+            "online_eval.scorer.stuck",
+            "gauge",
+            "{call}",
+            "Sync scorer calls that timed out and still hold one of the scorer's threads",
         ),
         MetricSpec("online_eval.queue.size", "gauge", "{span}", "Spans waiting for a worker"),
         MetricSpec(
@@ -103,7 +154,27 @@ METRICS: dict[str, MetricSpec] = {
             "{token}",
             "Tokens used by LLM judges, by model and token type",
         ),
-        MetricSpec("online_eval.scorer.duration", "histogram", "s", "Time one scorer call took"),
+        MetricSpec(
+            "online_eval.eval_spans.scheduled",
+            "counter",
+            "{span}",
+            "Eval and score spans handed to the exporter side",
+        ),
+        MetricSpec(
+            "online_eval.eval_spans.exported", "counter", "{span}", "Eval and score spans exported"
+        ),
+        MetricSpec(
+            "online_eval.eval_spans.dropped",
+            "counter",
+            "{span}",
+            "Eval and score spans lost before or in export, by reason",
+        ),
+        MetricSpec(
+            "online_eval.scorer.duration",
+            "histogram",
+            "s",
+            "Time one scorer call took once it started",
+        ),
     )
 }
 

@@ -28,10 +28,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
+from otel_online_eval._batch import build_batcher
 from otel_online_eval.config import EngineConfig, OnlineEvalConfig, load_config, parse_config
 from otel_online_eval.emit import Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, EngineStats, EvalFuture
-from otel_online_eval.exporters import build_span_processor
 from otel_online_eval.rules import (
     LOCAL_PARENT,
     NO_PARENT,
@@ -70,8 +70,10 @@ class OnlineEvalSpanProcessor(SpanProcessor):
             without one OTLP/gRPC configured by the standard ``OTEL_EXPORTER_OTLP_*``
             variables.
         rules: rules built in code (``Rule.create``), added after the config's.
-        span_processor: the processor in front of the exporter (a BatchSpanProcessor
-            over ``exporter`` when None); give a SimpleSpanProcessor for synchronous export.
+        span_processor: the processor in front of the exporter (when None, an
+            :class:`~otel_online_eval._batch.ExportBatcher` over ``exporter``, batching as the
+            SDK's BatchSpanProcessor does and counting what it exports and drops); give a
+            SimpleSpanProcessor for synchronous export (exports are then not counted).
         meter_provider: where self-metrics go (the global provider when None).
         resource: the resource of eval spans from ``evaluate()`` calls that score no span.
         engine: queue and concurrency settings overriding the config's ``engine:``.
@@ -100,7 +102,7 @@ class OnlineEvalSpanProcessor(SpanProcessor):
         if duplicates:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
         if span_processor is None:
-            span_processor = build_span_processor(config.export, exporter)
+            span_processor = build_batcher(config.export, exporter)
         self._resource = resource or Resource.create()
         self._ids = RandomIdGenerator()
         extraction = config.extract
@@ -110,6 +112,7 @@ class OnlineEvalSpanProcessor(SpanProcessor):
             SdkSpanView if extraction.is_default else (lambda s: SdkSpanView(s, extraction)),
             engine or config.engine,
             meter_provider,
+            trace_id_of=_trace_id,
         )
         router = self._engine.router
         self._cache = router.cache
@@ -171,7 +174,13 @@ class OnlineEvalSpanProcessor(SpanProcessor):
                 )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Wait until every span ended so far is evaluated and its eval spans exported."""
+        """Wait until every span ended so far is evaluated and its eval spans exported.
+
+        Returns:
+            True when all of it was; False when the timeout passed first, or when an
+            evaluation or an eval span was lost (dropped, or its export failed) since the
+            previous flush. It never waits longer than ``timeout_millis``.
+        """
         return self._engine.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
@@ -231,6 +240,12 @@ class OnlineEvalSpanProcessor(SpanProcessor):
                 raise ValueError(f"unknown scorer {item!r}; scorers defined: {known}")
             return ScorerUse(spec)
         return _as_use(item, timeout_s)
+
+
+def _trace_id(span: ReadableSpan) -> int:
+    context = span.context
+    assert context is not None
+    return int(context.trace_id)
 
 
 def evaluate(

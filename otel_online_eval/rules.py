@@ -31,6 +31,7 @@ __all__ = [
     "NO_PARENT",
     "REMOTE_PARENT",
     "ApplyTo",
+    "BulkheadConfig",
     "Decision",
     "Rule",
     "ScorerSpec",
@@ -79,6 +80,41 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class BulkheadConfig:
+    """A scorer's own share of the engine, and when it is set aside (YAML ``bulkhead:``).
+
+    Attributes:
+        concurrency: its calls running at once (None: ``engine.threads`` for a sync scorer,
+            which gets that many threads of its own, ``engine.max_concurrent_evals`` for an
+            async one). A sync call that times out keeps its thread until it returns: that
+            thread is this scorer's loss, never another scorer's.
+        wait_s: how long a call may wait for a free slot before it is skipped as
+            ``scorer busy`` (None: the scorer's ``timeout_s``; 0: never wait). The timeout
+            starts when the call starts, not while it waits.
+        quarantine_after: consecutive timeouts after which the scorer is quarantined: its calls
+            are skipped for ``quarantine_s``, then one probe call is let through (0: never).
+        quarantine_s: how long a quarantine lasts before the probe.
+    """
+
+    concurrency: int | None = None
+    wait_s: float | None = None
+    quarantine_after: int = 3
+    quarantine_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"bulkhead concurrency must be at least 1, got {self.concurrency}")
+        if self.wait_s is not None and self.wait_s < 0:
+            raise ValueError(f"bulkhead wait_s must be at least 0, got {self.wait_s}")
+        if self.quarantine_after < 0:
+            raise ValueError(
+                f"bulkhead quarantine_after must be at least 0, got {self.quarantine_after}"
+            )
+        if self.quarantine_s <= 0:
+            raise ValueError(f"bulkhead quarantine_s must be positive, got {self.quarantine_s}")
+
+
+@dataclass(frozen=True, slots=True)
 class ScorerSpec:
     """A configured scorer: the object, its name and the options common to all types.
 
@@ -88,9 +124,10 @@ class ScorerSpec:
         type: the YAML type (``python-object`` for scorers given in code).
         timeout_s: how long one call may take before it is recorded as a timeout.
         scale: the top of the scorer's scale; values are divided by it.
-        inline: run on the engine's loop rather than in the thread pool (sync, cheap and
+        inline: run on the engine's loop rather than on threads of its own (sync, cheap and
             bounded scorers only: the timeout cannot interrupt them). Scorers in code opt in
             with a class attribute ``inline = True``.
+        bulkhead: its share of the engine: concurrency, wait for a slot, quarantine.
     """
 
     name: str
@@ -99,6 +136,7 @@ class ScorerSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     scale: float = 1.0
     inline: bool = False
+    bulkhead: BulkheadConfig = BulkheadConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +252,7 @@ class Rule:
         local_root_spans: bool = False,
         span_names: Iterable[str] = (),
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        bulkhead: BulkheadConfig | None = None,
     ) -> Rule:
         """Build a rule in code.
 
@@ -229,10 +268,12 @@ class Rule:
             local_root_spans: select spans without a parent in this process.
             span_names: select spans with these names.
             timeout_s: the timeout of scorers given as objects or callables.
+            bulkhead: the bulkhead of scorers given as objects or callables (the defaults of
+                :class:`BulkheadConfig` when None).
         """
         from otel_online_eval.query import compile_filter
 
-        uses = tuple(_as_use(s, timeout_s) for s in scorers)
+        uses = tuple(_as_use(s, timeout_s, bulkhead) for s in scorers)
         return cls(
             name=name,
             scorers=uses,
@@ -285,17 +326,20 @@ class Rule:
         return Decision(self.name, True)
 
 
-def _as_use(item: Any, timeout_s: float) -> ScorerUse:
+def _as_use(item: Any, timeout_s: float, bulkhead: BulkheadConfig | None = None) -> ScorerUse:
     if isinstance(item, ScorerUse):
         return item
     if isinstance(item, tuple) and len(item) == 2:
-        return ScorerUse(_as_use(item[0], timeout_s).spec, float(item[1]))
+        return ScorerUse(_as_use(item[0], timeout_s, bulkhead).spec, float(item[1]))
     if isinstance(item, ScorerSpec):
         return ScorerUse(item)
+    limits = bulkhead or BulkheadConfig()
     if isinstance(item, Scorer) and not inspect.isfunction(item):
         inline = getattr(item, "inline", False) is True and not is_async_scorer(item)
-        return ScorerUse(ScorerSpec(item.name, item, timeout_s=timeout_s, inline=inline))
+        return ScorerUse(
+            ScorerSpec(item.name, item, timeout_s=timeout_s, inline=inline, bulkhead=limits)
+        )
     if callable(item):
         scorer = FunctionScorer(item)
-        return ScorerUse(ScorerSpec(scorer.name, scorer, timeout_s=timeout_s))
+        return ScorerUse(ScorerSpec(scorer.name, scorer, timeout_s=timeout_s, bulkhead=limits))
     raise TypeError(f"not a scorer: {item!r}")

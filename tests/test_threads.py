@@ -39,12 +39,22 @@ def test_engine_threads_are_named() -> None:
         def score(self, inp: object) -> float:
             return 1.0
 
+    class WhereAmI:
+        name = "where_am_i"
+
+        def score(self, inp: object) -> float:
+            seen.append(_os_name(threading.get_native_id()))
+            return 1.0
+
+    seen: list[str] = []
     processor = OnlineEvalSpanProcessor(rules=[Rule.create("r", [Constant()])])
     try:
         engine = processor._engine
         assert engine._thread.native_id is not None
         assert _os_name(engine._thread.native_id) == "oe-engine"
-        pool_thread = engine._pool.submit(threading.get_native_id).result(5)
-        assert _os_name(pool_thread).startswith("oe-scorer")
+        sampler_thread = engine._pool.submit(threading.get_native_id).result(5)
+        assert _os_name(sampler_thread).startswith("oe-sampler")
+        processor.evaluate("direct", output="x", scorers=[WhereAmI()]).result(5)
+        assert len(seen) == 1 and seen[0].startswith("oe-scorer")  # its own threads
     finally:
         processor.shutdown()

@@ -24,10 +24,14 @@ The input text is the last user message (or the whole conversation, ``input_text
 conversation``); the output text is the assistant's text (its tool calls as JSON when it only
 called tools). JSON strings, plain strings and structured values all work; invalid or truncated
 JSON is kept as the raw string; nothing here raises on any span. See ``docs/conventions.md``.
+
+:func:`no_content` tells a span that looks like an LLM call but carries no content (the
+instrumentation's content capture is off) from one that is not an LLM call at all.
 """
 
 from __future__ import annotations
 
+from otel_online_eval.genai._content import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.genai._extract import extract
 from otel_online_eval.genai._model import (
     INPUT_TEXT_MODES,
@@ -41,6 +45,7 @@ from otel_online_eval.genai._model import (
 from otel_online_eval.genai._presets import PRESETS
 
 __all__ = [
+    "CONTENT_CAPTURE_HINT",
     "INPUT_TEXT_MODES",
     "PRESETS",
     "ExtractOptions",
@@ -50,4 +55,5 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "extract",
+    "no_content",
 ]

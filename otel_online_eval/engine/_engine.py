@@ -1,21 +1,4 @@
-"""The evaluation engine: a bounded queue, workers on a background event loop, and limits.
-
-The front doors (the in-process span processor, the sidecar) do only this on their own thread:
-find the span's :class:`Route` (the rules whose ``apply_to`` picks a span of that name and parent
-kind, cached), bump its counter, compute the trace's sampling hash once, and, when some rule of
-the route may sample it, :meth:`Engine.submit` it. ``submit`` appends to a bounded deque (full:
-the span is dropped and counted, the caller never waits). It wakes the loop only when the loop
-sleeps or a backlog builds up: while spans keep coming, the loop polls the queue every 5 ms, so
-the application's thread does not pay a wake-up (a syscall) per span.
-
-On the loop each span is turned into a :class:`~otel_online_eval.spanview.SpanView`, every rule
-of its route decides (sampling, filter), and each matching rule's scorers run concurrently:
-coroutine scorers on the loop, sync scorers in a thread pool, each under its timeout. The
-results go to the :class:`~otel_online_eval.emit.Emitter`.
-
-:meth:`Engine.force_flush` puts a marker in the queue and returns once everything enqueued
-before it has been handed to the exporter and the exporter has flushed.
-"""
+"""The :class:`Engine`: a bounded queue, a background event loop, scorers behind bulkheads."""
 
 from __future__ import annotations
 
@@ -30,92 +13,41 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_online_eval._aio import bounded
 from otel_online_eval._errors import ScorerError, ScorerSkipped
 from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import EngineConfig
-from otel_online_eval.emit import EvalResult, EvalSink, ScorerRun, Target
-from otel_online_eval.metrics import Tally, register_metrics
+from otel_online_eval.emit import EvalResult, EvalSink, ExportCounts, ScorerRun, Target
+from otel_online_eval.engine._bulkhead import Bulkhead
+from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
+from otel_online_eval.engine._routing import Route, Router
+from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
+from otel_online_eval.metrics import register_metrics
 from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
-from otel_online_eval.sampling import FULL
-from otel_online_eval.scorers.base import EvalInput, Score, is_async_scorer, to_score
+from otel_online_eval.scorers.base import (
+    EvalInput,
+    FunctionScorer,
+    Score,
+    is_async_scorer,
+    to_score,
+)
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["Engine", "EngineStats", "Route", "Router"]
+__all__ = ["Engine", "EvalFuture", "ScorerTimeoutError"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("otel_online_eval.engine")
 T = TypeVar("T")
 
-_ROUTE_CACHE_LIMIT = 4096
 _INLINE_BATCH = 256  # inline spans evaluated per turn of the loop before yielding
 _TICK_S = 0.005  # how often the loop polls the queue while spans keep coming
 _IDLE_TICKS = 200  # polls finding nothing (1 s) before it sleeps until woken
 _WAKE_AT = 64  # a backlog this long wakes the loop at once even while it polls
-
-
-class Route:
-    """The rules that select spans of one (name, parent kind), and a hot-path shortcut.
-
-    ``bound`` is the largest sampling bound among the route's rules that use the shared hash;
-    a span whose hash is at or above it cannot be sampled by any of them. Rules with their own
-    seed or a callable sampler make it FULL (they decide on the workers).
-    """
-
-    __slots__ = ("bound", "inline", "rules", "seen")
-
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = rules
-        self.seen = Tally()
-        self.inline = all(rule.inline for rule in rules)
-        bound = 0
-        for rule in rules:
-            bound = max(bound, FULL if rule.salt or rule.sampling_is_callable else rule.bound)
-        self.bound = bound
-
-
-class Router:
-    """Finds the route of a span by name and parent kind; caches up to 4096 names per kind."""
-
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.rules = tuple(rules)
-        self._interned: dict[tuple[int, ...], Route] = {}
-        self.cache: tuple[dict[str, Route], dict[str, Route], dict[str, Route]] = ({}, {}, {})
-
-    def route(self, name: str, parent: int) -> Route:
-        """The route for a span (slow path; the caller tries ``cache[parent]`` first)."""
-        key = tuple(i for i, r in enumerate(self.rules) if r.apply_to.selects(name, parent))
-        route = self._interned.get(key)
-        if route is None:
-            route = self._interned.setdefault(key, Route(tuple(self.rules[i] for i in key)))
-        cache = self.cache[parent]
-        if len(cache) < _ROUTE_CACHE_LIMIT:
-            cache[name] = route
-        return route
-
-    def routes(self) -> list[Route]:
-        return list(self._interned.values())
-
-
-@dataclass
-class EngineStats:
-    """Counts since the engine started, per rule where it applies."""
-
-    seen: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    queue_size: int = 0
-    selected: dict[str, int] = field(default_factory=dict)
-    sampled: dict[str, int] = field(default_factory=dict)
-    filtered_out: dict[str, int] = field(default_factory=dict)
-    evals: dict[str, int] = field(default_factory=dict)
-    scores: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+_BULKHEADS_KEPT = 1024  # beyond this many scorers, idle bulkheads are forgotten
 
 
 class _Marker:
@@ -151,6 +83,8 @@ class Engine:
             or None for a span that must not be evaluated.
         config: queue size, concurrency, thread count.
         meter_provider: where self-metrics are published (the global provider when None).
+        trace_id_of: a payload's trace id, cheaply (for sampling decisions about spans that
+            are dropped before the loop sees them); ``make_view(payload).trace_id`` when None.
     """
 
     def __init__(
@@ -160,22 +94,24 @@ class Engine:
         make_view: Callable[[Any], SpanView | None],
         config: EngineConfig | None = None,
         meter_provider: MeterProvider | None = None,
+        trace_id_of: Callable[[Any], int] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.router = Router(rules)
         self.emitter = emitter
         self._make_view = make_view
+        self._trace_id_of = trace_id_of
         self._max_queue = self.config.queue_size
         self._closed = False
         self._shutdown_done = False
-        self._dropped = {"queue_full": Tally(), "shutdown": Tally(), "error": Tally()}
-        self._sampled: dict[str, int] = {}
-        self._filtered_out: dict[str, int] = {}
-        self._evals: dict[str, int] = {}
+        self._counts: dict[str, RuleCounts] = {r.name: RuleCounts() for r in self.router.rules}
+        self._flush_baseline = 0
         self._scores: dict[tuple[str, str, str], int] = {}
+        self._skips: dict[tuple[str, str, str], int] = {}
         self._tokens: dict[tuple[str, str, str, str], int] = {}
-        self._is_async: dict[int, bool] = {}
+        self._quarantined: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
+        self._told_no_content: set[str] = set()
         self._start_workers()
         self._record_duration = register_metrics(self._readings(), meter_provider)
         if hasattr(os, "register_at_fork"):
@@ -191,8 +127,12 @@ class Engine:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct: set[concurrent.futures.Future[Any]] = set()
+        self._bulkheads: dict[int, Bulkhead] = {}
+        # Sync sampling callables run here; every sync scorer has threads of its own.
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.config.threads, thread_name_prefix="online-eval-scorer", initializer=name_os_thread
+            self.config.threads,
+            thread_name_prefix="online-eval-sampler",
+            initializer=name_os_thread,
         )
         self._loop = asyncio.new_event_loop()
         # Everything the loop runs (callbacks scheduled from the app's threads included, which
@@ -222,17 +162,19 @@ class Engine:
             route: the span's route.
             hash_: the span's trace hash with the shared seed.
         """
+        route.submitted.add()
         if self._closed:
-            self._dropped["shutdown"].add()
+            self._drop_queued(payload, route, hash_, "shutdown")
             return
         queue = self._queue
         if len(queue) >= self._max_queue:
-            self._dropped["queue_full"].add()
+            self._drop_queued(payload, route, hash_, "queue_full")
             self._log_limited(
                 "queue_full", "Evaluation queue full (%d), dropping a span.", self._max_queue
             )
             return
-        queue.append((payload, route, hash_))
+        item = (payload, route, hash_)
+        queue.append(item)
         # While the loop polls the queue (it does so every few ms once it has work), a
         # wake-up (a syscall) is only worth it when a backlog starts; a longer one means the
         # loop is busy with it already. (Concurrent submits may step over the mark: then the
@@ -242,7 +184,11 @@ class Engine:
             try:
                 self._loop.call_soon_threadsafe(self._wake, context=self._ctx.copy())
             except RuntimeError:  # the loop closed under a racing shutdown
-                self._dropped["shutdown"].add()
+                try:
+                    queue.remove(item)
+                except ValueError:  # taken out by the shutdown: counted there
+                    return
+                self._drop_queued(payload, route, hash_, "shutdown")
 
     def evaluate(
         self, name: str, inp: EvalInput, uses: Sequence[ScorerUse], target: Target
@@ -274,9 +220,11 @@ class Engine:
         """Wait until everything submitted so far is evaluated and exported.
 
         Returns:
-            False when the timeout passed first.
+            False when the timeout passed first, or when an evaluation or an eval span was
+            lost (dropped, or its export failed) since the previous flush.
         """
         deadline = time.monotonic() + timeout_millis / 1000
+        ok = True
         if not self._loop.is_closed() and self._thread.is_alive():
             marker = _Marker()
             self._queue.append(marker)
@@ -289,10 +237,14 @@ class Engine:
             with self._lock:
                 direct = list(self._direct)
             _, pending = concurrent.futures.wait(direct, max(0.0, deadline - time.monotonic()))
-            if pending:
-                return False
+            ok = not pending
         remaining = int(max(0.0, deadline - time.monotonic()) * 1000)
-        return self.emitter.force_flush(remaining)
+        exported = self.emitter.force_flush(remaining)
+        lost = self._lost()
+        with self._lock:
+            kept = lost == self._flush_baseline
+            self._flush_baseline = max(self._flush_baseline, lost)
+        return ok and exported and kept
 
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Stop accepting spans, finish what is queued within the timeout, flush, stop.
@@ -316,6 +268,8 @@ class Engine:
             self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for bulkhead in list(self._bulkheads.values()):
+            bulkhead.shutdown()
         self.emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
         return flushed
 
@@ -339,7 +293,7 @@ class Engine:
             if isinstance(item, _Marker):
                 item.done.set()
             else:
-                self._dropped["shutdown"].add()
+                self._drop_queued(*item, "shutdown")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -404,14 +358,8 @@ class Engine:
                 self._inflight -= 1
                 if self._queue:
                     self._pump()
-            if t.cancelled():
-                if counts_inflight:
-                    self._dropped["shutdown"].add()
-                return
-            exc = t.exception()
-            if exc is not None and counts_inflight:
-                self._dropped["error"].add()
-                self._log_limited("engine_error", "Evaluation failed: %r", exc)
+            if not t.cancelled() and t.exception() is not None:  # a bug: counted where it was
+                self._log_limited("engine_error", "Evaluation failed: %r", t.exception())
 
         task.add_done_callback(done)
 
@@ -420,68 +368,116 @@ class Engine:
             await asyncio.wait(before)
         marker.done.set()
 
+    def _view_of(self, item: Item) -> SpanView | None:
+        """The item's view; None when it is not to be evaluated (counted either way)."""
+        payload, route, hash_ = item
+        try:
+            view = self._make_view(payload)
+        except Exception as exc:
+            self._decide_dropped(route, hash_, None, "error")
+            self._log_limited("engine_error", "Evaluation failed: %r", exc)
+            return None
+        if view is None:  # an eval span, in the sidecar: never evaluated, not selected
+            route.ignored.add()
+        return view
+
     def _process_inline(self, item: Item) -> None:
         """Evaluate a span whose rules all decide and score without awaiting anything."""
-        try:
-            payload, route, hash_ = item
-            view = self._make_view(payload)
-            if view is None:  # not to be evaluated (an eval span, in the sidecar)
-                return
-            for rule in route.rules:
-                rule_hash = self._decide(rule, view, hash_)
-                if rule_hash is not None:
-                    start = time.time_ns()
-                    inp = _eval_input(view, rule.name)
-                    runs, sampled_out = [], []
-                    for use in rule.scorers:
-                        if rule_hash >= rule.scorer_bound(use):
-                            sampled_out.append(use.name)
-                            self._count_score(rule.name, use.name, "sampled_out")
-                        else:
-                            runs.append(self._run_inline(rule.name, use, inp))
-                    self._emit_rule(view, rule, runs, sampled_out, start)
-        except Exception as exc:
-            self._dropped["error"].add()
-            self._log_limited("engine_error", "Evaluation failed: %r", exc)
-
-    def _decide(self, rule: Rule, view: SpanView, hash_: int) -> int | None:
-        """Rate sampling and filter; the rule's hash when the span is to be scored."""
-        rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
-        if rule_hash >= rule.bound:
-            return None
-        self._sampled[rule.name] = self._sampled.get(rule.name, 0) + 1
-        if not self._filter_passes(rule, view):
-            return None
-        return rule_hash
-
-    def _filter_passes(self, rule: Rule, view: SpanView) -> bool:
-        if rule.filter is None or rule.filter(view):
-            return True
-        self._filtered_out[rule.name] = self._filtered_out.get(rule.name, 0) + 1
-        return False
-
-    async def _process(self, item: Item) -> None:
-        payload, route, hash_ = item
-        view = self._make_view(payload)
+        view = self._view_of(item)
         if view is None:
             return
+        _, route, hash_ = item
+        for rule in route.rules:
+            rule_hash = self._decide(rule, view, hash_)
+            if rule_hash is None:
+                continue
+            try:
+                start = time.time_ns()
+                inp = _eval_input(view, rule.name)
+                runs, sampled_out = [], []
+                for use in rule.scorers:
+                    if rule_hash >= rule.scorer_bound(use):
+                        sampled_out.append(use.name)
+                        self._count_score(rule.name, use.name, "sampled_out")
+                    else:
+                        runs.append(self._run_inline(rule.name, use, inp))
+                self._emit_rule(view, rule, runs, sampled_out, start)
+            except Exception as exc:
+                self._rule_lost(rule, "error", exc)
+
+    def _decide(self, rule: Rule, view: SpanView, hash_: int) -> int | None:
+        """Rate sampling and filter (counted); the rule's hash when the span is to be scored."""
+        counts = self._counts[rule.name]
+        rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
+        if rule_hash >= rule.bound:
+            counts.sampled_out.add()
+            return None
+        counts.sampled.add()
+        return rule_hash if self._filter_passes(rule, view) else None
+
+    def _filter_passes(self, rule: Rule, view: SpanView) -> bool:
+        """The filter, for a sampled span; spans with no content are counted and told once."""
+        counts = self._counts[rule.name]
+        try:
+            missing = no_content(view)
+            if missing is not None:
+                counts.no_content.add()
+                self._tell_no_content(rule, view, missing)
+            if rule.filter is None or rule.filter(view):
+                return True
+        except Exception as exc:
+            self._rule_lost(rule, "error", exc)
+            return False
+        counts.filtered_out.add()
+        return False
+
+    def _tell_no_content(self, rule: Rule, view: SpanView, marker: str) -> None:
+        if rule.name in self._told_no_content:
+            return
+        self._told_no_content.add(rule.name)
+        logger.warning(
+            "Rule %r: span %r (scope %r) looks like a GenAI operation (%s) but carries no "
+            "prompt or answer that any preset reads, so its scorers have nothing to score. %s "
+            "Counted in online_eval.spans.no_content; said once per rule.",
+            rule.name,
+            view.name,
+            view.scope_name,
+            marker,
+            CONTENT_CAPTURE_HINT,
+        )
+
+    async def _process(self, item: Item) -> None:
+        view = self._view_of(item)
+        if view is None:
+            return
+        _, route, hash_ = item
         evals = []
         for rule in route.rules:
             if rule.sampling_is_callable:
-                if not await self._callable_sample(rule, view):
-                    continue
-                self._sampled[rule.name] = self._sampled.get(rule.name, 0) + 1
-                if not self._filter_passes(rule, view):
-                    continue
-                rule_hash: int | None = rule.hash(view.trace_id)
-            else:
-                rule_hash = self._decide(rule, view, hash_)
+                evals.append(self._sample_and_evaluate(view, rule))
+                continue
+            rule_hash = self._decide(rule, view, hash_)
             if rule_hash is not None:
                 evals.append(self._evaluate_span(view, rule, rule_hash))
         if len(evals) == 1:
             await evals[0]  # in this task: gather would make a task for it
         elif evals:
             await asyncio.gather(*evals)
+
+    async def _sample_and_evaluate(self, view: SpanView, rule: Rule) -> None:
+        counts = self._counts[rule.name]
+        try:
+            kept = await self._callable_sample(rule, view)
+        except asyncio.CancelledError:
+            counts.sampled.add()  # not decided: counted as sampled, and lost
+            self._rule_lost(rule, "shutdown")
+            raise
+        if not kept:
+            counts.sampled_out.add()
+            return
+        counts.sampled.add()
+        if self._filter_passes(rule, view):
+            await self._evaluate_span(view, rule, rule.hash(view.trace_id))
 
     async def _callable_sample(self, rule: Rule, view: SpanView) -> bool:
         sampler = rule.sampling
@@ -505,11 +501,17 @@ class Engine:
         return verdict is True
 
     async def _evaluate_span(self, view: SpanView, rule: Rule, rule_hash: int) -> None:
-        start = time.time_ns()
-        runs, sampled_out = await self._run_all(
-            rule.name, rule.scorers, _eval_input(view, rule.name), rule, rule_hash
-        )
-        self._emit_rule(view, rule, runs, sampled_out, start)
+        try:
+            start = time.time_ns()
+            runs, sampled_out = await self._run_all(
+                rule.name, rule.scorers, _eval_input(view, rule.name), rule, rule_hash
+            )
+            self._emit_rule(view, rule, runs, sampled_out, start)
+        except asyncio.CancelledError:
+            self._rule_lost(rule, "shutdown")
+            raise
+        except Exception as exc:
+            self._rule_lost(rule, "error", exc)
 
     def _emit_rule(
         self,
@@ -528,7 +530,7 @@ class Engine:
         if rule.rate is not None:
             attrs["online_eval.sampling.rate"] = rule.rate
         self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
-        self._evals[rule.name] = self._evals.get(rule.name, 0) + 1
+        self._counts[rule.name].evals.add()
 
     async def _run_all(
         self, name: str, uses: Sequence[ScorerUse], inp: EvalInput, rule: Rule | None, hash_: int
@@ -569,23 +571,106 @@ class Engine:
                 rule, use, to_score(spec.scorer.score(inp), spec.scale), None, start, started
             )
         except ScorerSkipped as exc:
-            return self._finish(rule, use, None, None, start, started, skipped=str(exc))
+            return self._skip(rule, use, str(exc), _skip_kind(exc), start, started, ran=True)
         except Exception as exc:
             return self._finish(rule, use, None, exc, start, started)
 
     async def _run_scorer(self, rule: str, use: ScorerUse, inp: EvalInput) -> ScorerRun:
+        """One call behind the scorer's bulkhead: quarantine, a slot, then the timed call."""
         spec = use.spec
+        bulkhead = self._bulkhead(spec)
         start, started = time.time_ns(), time.monotonic()
+        reason, probe = bulkhead.admit(started)
+        if reason is not None:
+            return self._skip(rule, use, reason, "quarantined", start, started)
         try:
-            result = await bounded(self._call(spec, inp), spec.timeout_s)
-            return self._finish(rule, use, to_score(result, spec.scale), None, start, started)
+            granted = await bulkhead.acquire()
+        except asyncio.CancelledError:
+            if probe:
+                bulkhead.probe_not_run()
+            raise
+        if not granted:
+            if probe:
+                bulkhead.probe_not_run()
+            if bulkhead.hopeless:
+                why = (
+                    f"scorer busy: all {bulkhead.limit} of its threads are held by calls that "
+                    "timed out"
+                )
+            else:
+                why = f"scorer busy: no free slot of {bulkhead.limit} within {bulkhead.wait_s:g}s"
+            return self._skip(rule, use, why, "busy", start, started)
+        start, started = time.time_ns(), time.monotonic()  # its time starts now
+        try:
+            if bulkhead.sync:
+                result = await bulkhead.call_sync(spec.scorer.score, inp, spec.timeout_s)
+            else:
+                result = await bulkhead.call_async(spec.scorer.score, inp, spec.timeout_s)
+            score = to_score(result, spec.scale)
         except (asyncio.TimeoutError, TimeoutError):
+            bulkhead.timed_out(probe)
+            if bulkhead.times_quarantined != self._quarantined.get(spec.name, 0):
+                self._quarantined[spec.name] = bulkhead.times_quarantined
             error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after {spec.timeout_s:g}s")
             return self._finish(rule, use, None, error, start, started, timed_out=True)
         except ScorerSkipped as exc:
-            return self._finish(rule, use, None, None, start, started, skipped=str(exc))
+            bulkhead.answered(probe)
+            return self._skip(rule, use, str(exc), _skip_kind(exc), start, started, ran=True)
+        except asyncio.CancelledError:
+            if probe:
+                bulkhead.probe_not_run()
+            raise
         except Exception as exc:
+            bulkhead.answered(probe)
             return self._finish(rule, use, None, exc, start, started)
+        bulkhead.answered(probe)
+        return self._finish(rule, use, score, None, start, started)
+
+    def _bulkhead(self, spec: ScorerSpec) -> Bulkhead:
+        # One bulkhead per scorer object (a plain function's FunctionScorer wrapper may be made
+        # anew for each direct evaluate() call: the function is the scorer then).
+        scorer = spec.scorer
+        owner: object = scorer.fn if isinstance(scorer, FunctionScorer) else scorer
+        bulkhead = self._bulkheads.get(id(owner))
+        if bulkhead is not None and bulkhead.owner is owner:
+            return bulkhead
+        if len(self._bulkheads) >= _BULKHEADS_KEPT:
+            for key, old in list(self._bulkheads.items()):
+                if old.idle:
+                    old.shutdown()
+                    del self._bulkheads[key]
+        sync = not is_async_scorer(scorer)
+        limits = spec.bulkhead
+        if limits.concurrency is not None:
+            limit = limits.concurrency
+        else:
+            limit = self.config.threads if sync else self.config.max_concurrent_evals
+        bulkhead = Bulkhead(
+            spec.name,
+            owner,
+            sync=sync,
+            limit=limit,
+            wait_s=spec.timeout_s if limits.wait_s is None else limits.wait_s,
+            quarantine_after=limits.quarantine_after,
+            quarantine_s=limits.quarantine_s,
+            loop=self._loop,
+        )
+        self._bulkheads[id(owner)] = bulkhead
+        return bulkhead
+
+    def _skip(
+        self,
+        rule: str,
+        use: ScorerUse,
+        reason: str,
+        kind: str,
+        start: int,
+        started: float,
+        ran: bool = False,
+    ) -> ScorerRun:
+        key = (rule, use.name, kind)
+        self._skips[key] = self._skips.get(key, 0) + 1
+        return self._finish(rule, use, None, None, start, started, skipped=reason, ran=ran)
 
     def _finish(
         self,
@@ -597,15 +682,17 @@ class Engine:
         started: float,
         timed_out: bool = False,
         skipped: str | None = None,
+        ran: bool = True,
     ) -> ScorerRun:
         if skipped is not None:
             outcome = "skipped"
         else:
             outcome = "ok" if error is None else ("timeout" if timed_out else "error")
+        if ran:  # a call the engine skipped (busy, quarantined) took no time of the scorer's
+            self._record_duration(time.monotonic() - started, {"rule": rule, "scorer": use.name})
         self._count_score(rule, use.name, outcome)
         if score is not None and score.metadata:
             self._count_tokens(rule, use.name, score.metadata)
-        self._record_duration(time.monotonic() - started, {"rule": rule, "scorer": use.name})
         if error is not None:
             self._log_limited(
                 f"scorer:{use.name}", "Scorer %r failed in rule %r: %s", use.name, rule, error
@@ -614,21 +701,55 @@ class Engine:
             use.name, score, error, start, time.time_ns(), use.sampling, timed_out, skipped
         )
 
-    async def _call(self, spec: ScorerSpec, inp: EvalInput) -> Any:
-        key = id(spec.scorer)
-        is_async = self._is_async.get(key)
-        if is_async is None:
-            is_async = self._is_async[key] = is_async_scorer(spec.scorer)
-        result = spec.scorer.score(inp) if is_async else await self._in_pool(spec.scorer.score, inp)
-        while inspect.isawaitable(result):
-            result = await result
-        return result
-
     def _in_pool(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         ctx = contextvars.copy_context()  # carries the instrumentation suppression
         return self._loop.run_in_executor(self._pool, ctx.run, fn, *args)
 
     # -- bookkeeping -------------------------------------------------------------------------
+
+    def _drop_queued(self, payload: Any, route: Route, hash_: int, reason: str) -> None:
+        """A span dropped before the loop looked at it: each rule's sampling is decided now
+        (a pure function of the trace id), so the span is sampled out or sampled and lost."""
+        try:
+            trace_id: int | None = None
+            if any(rule.salt and not rule.sampling_is_callable for rule in route.rules):
+                trace_id = self._trace_id(payload)
+            self._decide_dropped(route, hash_, trace_id, reason)
+        except Exception:  # never into the caller; the counts are off by this span
+            self._log_limited("drop_count", "Could not count a dropped span.", exc_info=True)
+
+    def _trace_id(self, payload: Any) -> int | None:
+        if self._trace_id_of is not None:
+            return self._trace_id_of(payload)
+        view = self._make_view(payload)
+        return view.trace_id if view is not None else None
+
+    def _decide_dropped(self, route: Route, hash_: int, trace_id: int | None, reason: str) -> None:
+        for rule in route.rules:
+            counts = self._counts.setdefault(rule.name, RuleCounts())
+            if rule.sampling_is_callable or (rule.salt and trace_id is None):
+                kept = True  # cannot be decided without the span: counted as sampled
+            elif rule.salt:
+                assert trace_id is not None
+                kept = rule.hash(trace_id) < rule.bound
+            else:
+                kept = hash_ < rule.bound
+            if kept:
+                counts.sampled.add()
+                counts.dropped[reason].add()
+            else:
+                counts.sampled_out.add()
+
+    def _rule_lost(self, rule: Rule, reason: str, exc: BaseException | None = None) -> None:
+        """A sampled span's evaluation by ``rule`` will not be exported."""
+        self._counts[rule.name].dropped[reason].add()
+        if exc is not None:
+            self._log_limited(
+                "engine_error", "Evaluation of rule %r failed: %r", rule.name, exc, exc_info=True
+            )
+
+    def _lost(self) -> int:
+        return sum(c.lost() for c in list(self._counts.values()))
 
     def _count_tokens(self, rule: str, scorer: str, metadata: Mapping[str, Any]) -> None:
         # A judge reports its usage as score metadata under the GenAI names.
@@ -651,25 +772,60 @@ class Engine:
 
     def stats(self) -> EngineStats:
         """A snapshot of the counts (for tests, tools and the metrics callbacks)."""
-        selected: dict[str, int] = {r.name: 0 for r in self.router.rules}
+        names = [r.name for r in self.router.rules]
+        selected = dict.fromkeys(names, 0)
+        prefiltered = dict.fromkeys(names, 0)  # sampled out by the route's bound
         seen = 0
         for route in self.router.routes():
+            # In this order: each counter is bumped after the one read after it.
+            ignored = route.ignored.value
+            submitted = route.submitted.value
             n = route.seen.value
             seen += n
             for rule in route.rules:
-                selected[rule.name] += n
+                selected[rule.name] += n - ignored
+                prefiltered[rule.name] += n - submitted
+        counts = {name: self._counts[name] for name in names}
+        dropped_by_rule = {
+            (name, reason): c.dropped[reason].value
+            for name, c in counts.items()
+            for reason in DROP_REASONS
+        }
+        dropped = dict.fromkeys(DROP_REASONS, 0)
+        for (_, reason), n in dropped_by_rule.items():
+            dropped[reason] += n
+        export = self._export_counts()
+        # Every rule appears, at 0 when nothing happened yet: a zero is not a gap.
         return EngineStats(
             seen=seen,
-            dropped={k: t.value for k, t in self._dropped.items()},
+            dropped=dropped,
             queue_size=sum(1 for i in list(self._queue) if not isinstance(i, _Marker)),
             selected=selected,
-            # Every rule appears, at 0 when nothing happened yet: a zero is not a gap.
-            sampled={r: self._sampled.get(r, 0) for r in selected},
-            filtered_out={r: self._filtered_out.get(r, 0) for r in selected},
-            evals={r: self._evals.get(r, 0) for r in selected},
+            not_selected={r: seen - selected[r] for r in names},
+            sampled={r: c.sampled.value for r, c in counts.items()},
+            sampled_out={r: c.sampled_out.value + prefiltered[r] for r, c in counts.items()},
+            filtered_out={r: c.filtered_out.value for r, c in counts.items()},
+            evals={r: c.evals.value for r, c in counts.items()},
+            no_content={r: c.no_content.value for r, c in counts.items()},
+            dropped_by_rule=dropped_by_rule,
             scores=dict(self._scores),
+            skipped=dict(self._skips),
             tokens=dict(self._tokens),
+            quarantined={**self._scorer_names(), **self._quarantined},
+            stuck={b.name: b.stuck for b in list(self._bulkheads.values()) if b.sync},
+            eval_spans_scheduled=export.scheduled,
+            eval_spans_exported=export.exported,
+            eval_spans_dropped=dict(export.dropped),
         )
+
+    def _scorer_names(self) -> dict[str, int]:
+        """Every rule's scorers that run behind a bulkhead, at 0."""
+        return {u.name: 0 for r in self.router.rules for u in r.scorers if not u.spec.inline}
+
+    def _export_counts(self) -> ExportCounts:
+        counts = getattr(self.emitter, "export_counts", None)
+        found = counts() if callable(counts) else None
+        return found if isinstance(found, ExportCounts) else ExportCounts()
 
     def _readings(self) -> dict[str, Callable[[], Iterable[tuple[float, dict[str, str]]]]]:
         def per_rule(attr: str) -> Callable[[], Iterable[tuple[float, dict[str, str]]]]:
@@ -678,20 +834,38 @@ class Engine:
         return {
             "online_eval.spans.seen": lambda: [(self.stats().seen, {})],
             "online_eval.spans.selected": per_rule("selected"),
+            "online_eval.spans.not_selected": per_rule("not_selected"),
             "online_eval.spans.sampled": per_rule("sampled"),
+            "online_eval.spans.sampled_out": per_rule("sampled_out"),
             "online_eval.spans.filtered_out": per_rule("filtered_out"),
+            "online_eval.spans.no_content": per_rule("no_content"),
             "online_eval.spans.dropped": lambda: [
-                (t.value, {"reason": k}) for k, t in self._dropped.items()
+                (v, {"rule": r, "reason": k}) for (r, k), v in self.stats().dropped_by_rule.items()
             ],
             "online_eval.evals": per_rule("evals"),
             "online_eval.scores": lambda: [
                 (v, {"rule": r, "scorer": s, "outcome": o})
                 for (r, s, o), v in dict(self._scores).items()
             ],
+            "online_eval.scores.skipped": lambda: [
+                (v, {"rule": r, "scorer": s, "reason": k})
+                for (r, s, k), v in dict(self._skips).items()
+            ],
+            "online_eval.scorer.quarantined": lambda: [
+                (v, {"scorer": s}) for s, v in self.stats().quarantined.items()
+            ],
+            "online_eval.scorer.stuck": lambda: [
+                (v, {"scorer": s}) for s, v in self.stats().stuck.items()
+            ],
             "online_eval.queue.size": lambda: [(len(self._queue), {})],
             "online_eval.judge.tokens": lambda: [
                 (v, {"rule": r, "scorer": s, "gen_ai.request.model": m, "gen_ai.token.type": t})
                 for (r, s, m, t), v in dict(self._tokens).items()
+            ],
+            "online_eval.eval_spans.scheduled": lambda: [(self._export_counts().scheduled, {})],
+            "online_eval.eval_spans.exported": lambda: [(self._export_counts().exported, {})],
+            "online_eval.eval_spans.dropped": lambda: [
+                (v, {"reason": k}) for k, v in self._export_counts().dropped.items()
             ],
         }
 
@@ -700,6 +874,11 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
     bound = method()
     if bound is not None:
         bound()
+
+
+def _skip_kind(exc: ScorerSkipped) -> str:
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, str) and kind else "scorer"
 
 
 def _eval_input(view: SpanView, rule: str) -> EvalInput:

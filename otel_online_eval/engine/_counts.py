@@ -1,0 +1,93 @@
+"""What the engine counts, per rule, and the snapshot it gives out (:class:`EngineStats`).
+
+The identities between the counts (``docs/metrics.md``), per rule, once nothing is in flight:
+
+- ``seen = selected + not_selected``
+- ``selected = sampled + sampled_out``
+- ``sampled = filtered_out + evals + dropped`` (dropped: every reason)
+
+Sampling is decided even for a span that is dropped before the engine reached it (its rate
+decision is a pure function of the trace id), so a drop never leaves a span uncounted; a span
+dropped before a callable sampler could run for it counts as sampled (and dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from otel_online_eval.metrics import Tally
+
+__all__ = ["DROP_REASONS", "EngineStats", "RuleCounts"]
+
+DROP_REASONS = ("queue_full", "shutdown", "error")
+"""Why an evaluation was lost: the queue was full, the engine shut down first, or a bug."""
+
+
+class RuleCounts:
+    """One rule's counters; any thread may bump them (they are ``Tally``s)."""
+
+    __slots__ = ("dropped", "evals", "filtered_out", "no_content", "sampled", "sampled_out")
+
+    def __init__(self) -> None:
+        self.sampled = Tally()
+        self.sampled_out = Tally()
+        self.filtered_out = Tally()
+        self.evals = Tally()
+        self.no_content = Tally()
+        self.dropped = {reason: Tally() for reason in DROP_REASONS}
+
+    def lost(self) -> int:
+        return sum(t.value for t in self.dropped.values())
+
+
+@dataclass
+class EngineStats:
+    """Counts since the engine started, per rule where it applies.
+
+    Attributes:
+        seen: spans the front door looked at.
+        dropped: evaluations lost, by reason (summed over rules; per rule in
+            ``dropped_by_rule``).
+        queue_size: spans waiting for the engine.
+        selected: per rule, spans its ``apply_to`` picked (eval spans the sidecar receives
+            are not: they are never evaluated).
+        not_selected: per rule, seen spans it did not select.
+        sampled: per rule, selected spans its sampling kept.
+        sampled_out: per rule, selected spans its sampling refused.
+        filtered_out: per rule, sampled spans its filter refused.
+        evals: per rule, evaluations handed to the exporter.
+        no_content: per rule, sampled spans that look like a GenAI operation but carry no
+            prompt or answer that any preset reads (content capture off?); also counted in
+            ``filtered_out`` or ``evals``.
+        dropped_by_rule: (rule, reason) -> sampled spans whose evaluation was lost.
+        scores: (rule, scorer, outcome) -> scorer runs.
+        skipped: (rule, scorer, reason) -> scorer runs skipped: ``busy``, ``quarantined``,
+            or the scorer's own reason (a judge's ``circuit_open``, ``budget``, ...).
+        tokens: (rule, scorer, model, type) -> judge tokens.
+        quarantined: scorer -> times it was quarantined.
+        stuck: scorer -> calls that timed out and still hold one of its threads.
+        eval_spans_scheduled: eval and score spans handed to the export side.
+        eval_spans_exported: of those, exported.
+        eval_spans_dropped: of those, lost, by reason (``queue_full``, ``failed``,
+            ``shutdown``).
+    """
+
+    seen: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    queue_size: int = 0
+    selected: dict[str, int] = field(default_factory=dict)
+    not_selected: dict[str, int] = field(default_factory=dict)
+    sampled: dict[str, int] = field(default_factory=dict)
+    sampled_out: dict[str, int] = field(default_factory=dict)
+    filtered_out: dict[str, int] = field(default_factory=dict)
+    evals: dict[str, int] = field(default_factory=dict)
+    no_content: dict[str, int] = field(default_factory=dict)
+    dropped_by_rule: dict[tuple[str, str], int] = field(default_factory=dict)
+    scores: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    skipped: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    stuck: dict[str, int] = field(default_factory=dict)
+    eval_spans_scheduled: int = 0
+    eval_spans_exported: int = 0
+    eval_spans_dropped: dict[str, int] = field(default_factory=dict)
