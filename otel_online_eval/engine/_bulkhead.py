@@ -23,6 +23,8 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -73,7 +75,7 @@ class Bulkhead:
         self.active = 0  # calls holding a slot: running, or stuck after a timeout
         self.stuck = 0  # sync calls that timed out and still hold their thread
         self._waiters: deque[asyncio.Future[bool]] = deque()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads: ScorerThreads | None = None
         self.consecutive_timeouts = 0
         self.quarantined = False
         self.until = 0.0  # monotonic end of the quarantine
@@ -194,12 +196,10 @@ class Bulkhead:
     async def call_sync(self, fn: Callable[[Any], Any], arg: Any, timeout_s: float) -> Any:
         """Run ``fn(arg)`` on this scorer's threads (the caller holds a slot) within
         ``timeout_s``; an awaitable it returns is awaited on the loop, in the same time."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.limit, thread_name_prefix="online-eval-scorer", initializer=name_os_thread
-            )
+        if self._threads is None:
+            self._threads = ScorerThreads(self.limit)
         ctx = contextvars.copy_context()  # carries the instrumentation suppression
-        future = self._executor.submit(ctx.run, fn, arg)
+        future = self._threads.submit(ctx.run, fn, arg)
         released = False
 
         async def body() -> Any:
@@ -220,6 +220,11 @@ class Bulkhead:
                 else:  # the thread runs on: the slot is the scorer's loss until it returns
                     self.stuck += 1
                     future.add_done_callback(self._thread_returned)
+                    if self.hopeless:  # no slot will come back soon: waiting is pointless
+                        while self._waiters:
+                            waiter = self._waiters.popleft()
+                            if not waiter.done():
+                                waiter.set_result(False)
 
     def _thread_returned(self, _: concurrent.futures.Future[Any]) -> None:
         # On the scorer's thread: hand the slot back on the loop.
@@ -240,8 +245,67 @@ class Bulkhead:
             self.release()
 
     def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown()
+
+
+class ScorerThreads:
+    """Up to ``limit`` daemon threads that run the calls given to them, one each.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so one
+    scorer call that never returns would keep the application (or ``otel-online-eval test``)
+    from ever exiting. The bulkhead never gives more calls at once than there are threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._free = 0  # threads waiting for work and not yet promised any
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the scorer's threads have been shut down")
+            if self._free:
+                self._free -= 1
+            elif self._started < self.limit:
+                self._started += 1
+                threading.Thread(target=self._run, name="online-eval-scorer", daemon=True).start()
+            self._work.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        name_os_thread()
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            future, fn, args = work
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # the caller sees it, whatever it is
+                    future.set_exception(exc)
+            del work, future, fn, args
+            with self._lock:
+                if self._closed:
+                    return
+                self._free += 1
+
+    def shutdown(self) -> None:
+        """Stop the idle threads; a call still running keeps its thread until it returns."""
+        with self._lock:
+            self._closed = True
+            idle, self._free = self._free, 0
+        for _ in range(idle):
+            self._work.put(None)
+
+
+_Work = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 async def _resolve(fn: Callable[[Any], Any], arg: Any) -> Any:
