@@ -28,7 +28,7 @@ from typing import Any
 from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval._validate import Issues, Reader
 from otel_online_eval._yaml import load_yaml
-from otel_online_eval.exporters import ExportConfig, read_export_config
+from otel_online_eval.export import ExportConfig, read_export_config
 from otel_online_eval.genai import PRESETS
 from otel_online_eval.query import compile_filter
 from otel_online_eval.rules import ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse

@@ -208,7 +208,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "config",
         "emit",
         "engine",
-        "exporters",
+        "export",
         "genai",
         "metrics",
         "otlp_json",

@@ -18,8 +18,13 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_online_eval import OnlineEvalSpanProcessor, Rule
 from otel_online_eval._errors import ConfigError
-from otel_online_eval.exporters import ExportConfig, OtlpExportConfig, OtlpTls, build_exporter
-from otel_online_eval.sidecar.shipper import resolve_target
+from otel_online_eval.export import (
+    ExportConfig,
+    OtlpExportConfig,
+    OtlpTls,
+    build_exporter,
+    resolve_otlp,
+)
 from tests.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ServerTls
 from tests.pki import Pki
 from tests.sidecar_helpers import (
@@ -197,10 +202,10 @@ def test_a_reload_whose_export_cannot_be_built_keeps_the_running_config(
         assert sc.proc.poll() is None
 
 
-def test_resolve_target_tls(pki: Pki) -> None:
+def test_resolve_otlp_tls(pki: Pki) -> None:
     ca = str(pki.ca)
     # The config's TLS files mean TLS for host:port, whatever the environment says.
-    target = resolve_target(
+    target = resolve_otlp(
         OtlpExportConfig(endpoint="127.0.0.1:4317", certificate_file=ca),
         {"OTEL_EXPORTER_OTLP_INSECURE": "true"},
     )
@@ -209,23 +214,23 @@ def test_resolve_target_tls(pki: Pki) -> None:
     assert target.tls.private_key is None
     # The environment's files are ignored for a plaintext connection, as the SDK does.
     env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.pem"}
-    assert resolve_target(OtlpExportConfig(endpoint="127.0.0.1:1", insecure=True), env).tls == (
+    assert resolve_otlp(OtlpExportConfig(endpoint="127.0.0.1:1", insecure=True), env).tls == (
         OtlpTls()
     )
     # ...and read, checked and named when it is TLS.
     with pytest.raises(ConfigError) as info:
-        resolve_target(OtlpExportConfig(endpoint="https://127.0.0.1:1"), env)
+        resolve_otlp(OtlpExportConfig(endpoint="https://127.0.0.1:1"), env)
     assert str(info.value).endswith(
         "otlp.certificate_file: OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read '/no/such/ca.pem': "
         "No such file or directory"
     )
     env = {"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": str(pki.client_key)}
     with pytest.raises(ConfigError, match=r"otlp\.client_key_file: OTEL_EXPORTER_OTLP_TRACES_CL"):
-        resolve_target(OtlpExportConfig(endpoint="https://127.0.0.1:1"), env)
+        resolve_otlp(OtlpExportConfig(endpoint="https://127.0.0.1:1"), env)
     # TLS files for an endpoint that turns out to be http:// (from the environment).
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
     with pytest.raises(ConfigError) as info:
-        resolve_target(OtlpExportConfig(protocol="http/protobuf", certificate_file=ca), env)
+        resolve_otlp(OtlpExportConfig(protocol="http/protobuf", certificate_file=ca), env)
     assert str(info.value).endswith(
         "otlp.certificate_file: is set, but the connection is plaintext: the endpoint is "
         "'http://127.0.0.1:4318/v1/traces'"
@@ -327,13 +332,13 @@ def test_sdk_exporter_with_a_wrong_ca_or_no_client_cert_fails_and_logs(
 
 
 def test_in_process_tls_files_need_tls(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No endpoint: the HTTP default is http://localhost:4318, plaintext.
+    # No endpoint: the HTTP default is http://localhost:4318/v1/traces, plaintext.
     cfg = OtlpExportConfig(protocol="http/protobuf", certificate_file=str(pki.ca))
     with pytest.raises(ConfigError) as info:
         build_exporter(ExportConfig(otlp=cfg))
     assert (
         "export.otlp.certificate_file: is set, but the connection is plaintext: the endpoint "
-        "is 'http://localhost:4318'" in str(info.value)
+        "is 'http://localhost:4318/v1/traces'" in str(info.value)
     )
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/no/such/client.key")
     with pytest.raises(ConfigError) as info:

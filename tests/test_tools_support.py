@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind
 
-from otel_online_eval.exporters import OtlpJsonFileExporter
+from otel_online_eval.export import OtlpJsonFileExporter
 from otel_online_eval.otlp_json import decode_request_json
 
 ROOT = Path(__file__).parent.parent

@@ -15,7 +15,7 @@
 
 A receiver set to ``false`` is disabled. Endpoints default to 127.0.0.1: bind to another address
 only on purpose. ``forward.otlp`` takes the keys of ``export: otlp:`` (see
-:mod:`otel_online_eval.exporters`), the TLS client files included.
+:mod:`otel_online_eval.export`), the TLS client files included.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_online_eval._validate import Reader
-from otel_online_eval.exporters import OtlpExportConfig, read_otlp_config
+from otel_online_eval.export import OtlpExportConfig, read_otlp_config
 
 __all__ = [
     "AuthConfig",

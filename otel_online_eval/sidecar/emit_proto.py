@@ -153,21 +153,33 @@ def encode_attributes(attrs: Mapping[str, Any]) -> list[KeyValue]:
 
 
 class ProtoEmitter(PlanningEmitter):
-    """Encodes eval spans to protobuf and ships them in batches.
+    """Encodes eval spans to protobuf and ships them in batches, batching as the SDK's
+    ``BatchSpanProcessor`` does in process (the defaults are its defaults; the sidecar passes
+    the resolved ``export.batch`` / ``OTEL_BSP_*``: :func:`otel_online_eval.export.resolve_batch`):
+    a full batch is shipped at once and the rest waits; otherwise what waits is shipped after
+    ``schedule_delay_s``, on a flush, or at shutdown.
 
     Args:
         shipper: where serialized requests go.
-        schedule_delay_s: how long spans may wait for a batch to fill.
+        schedule_delay_s: the longest a span waits for its batch to fill.
         max_batch: spans per request at most.
+        max_queue: spans waiting at most; beyond it new ones are dropped and counted in
+            ``dropped_spans``.
     """
 
     def __init__(
-        self, shipper: Shipper, schedule_delay_s: float = 0.2, max_batch: int = 512
+        self,
+        shipper: Shipper,
+        schedule_delay_s: float = 5.0,
+        max_batch: int = 512,
+        max_queue: int = 2048,
     ) -> None:
         super().__init__()
         self.shipper = shipper
         self._delay = schedule_delay_s
         self._max_batch = max_batch
+        self._max_queue = max_queue
+        self._last_full_warning = -1e9
         self._pending: list[tuple[ProtoResource, bytes]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -185,15 +197,32 @@ class ProtoEmitter(PlanningEmitter):
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         encoded = [(resource, _encode(plan)) for plan in plans]
         with self._cond:
+            room = self._max_queue - len(self._pending)
+            if room < len(encoded):
+                self._drop_newest(encoded[max(0, room) :])
+                encoded = encoded[: max(0, room)]
             self._pending.extend(encoded)
             if len(self._pending) >= self._max_batch:
                 self._cond.notify()
+
+    def _drop_newest(self, spans: Sequence[object]) -> None:
+        # Under self._cond. The queue is full: the newest spans go, as the engine's own queue.
+        self.dropped_spans += len(spans)
+        now = time.monotonic()
+        if now - self._last_full_warning >= 10.0:
+            self._last_full_warning = now
+            logger.warning(
+                "Eval span export queue full (%d spans): dropped %d eval spans.",
+                self._max_queue,
+                len(spans),
+            )
 
     def _run(self) -> None:
         name_os_thread()
         while True:
             with self._cond:
                 deadline = time.monotonic() + self._delay
+                timed_out = False
                 while (
                     len(self._pending) < self._max_batch
                     and not self._closed
@@ -201,11 +230,16 @@ class ProtoEmitter(PlanningEmitter):
                 ):
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        timed_out = True
                         break
                     self._cond.wait(left)
-                batch, self._pending = self._pending, []
                 wanted = self._flush_requested
                 closed = self._closed
+                if timed_out or closed or wanted != self._flushed:
+                    batch, self._pending = self._pending, []
+                else:  # a full batch: ship the full ones, the rest waits (as the SDK does)
+                    cut = len(self._pending) // self._max_batch * self._max_batch
+                    batch, self._pending = self._pending[:cut], self._pending[cut:]
             for start in range(0, len(batch), self._max_batch):
                 self._ship(batch[start : start + self._max_batch])
             with self._cond:

@@ -26,21 +26,27 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_online_eval._errors import ConfigError
 from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import OnlineEvalConfig, load_config
 from otel_online_eval.emit import Emitter, EvalSink
 from otel_online_eval.engine import Engine, EngineStats
-from otel_online_eval.exporters import ExportConfig, OtlpExportConfig, build_span_processor
+from otel_online_eval.export import (
+    ExportConfig,
+    OtlpExportConfig,
+    build_span_processor,
+    resolve_batch,
+    resolve_otlp,
+)
 from otel_online_eval.sidecar.config import ReceiverConfig, RetryConfig
 from otel_online_eval.sidecar.emit_proto import ProtoEmitter
 from otel_online_eval.sidecar.grpc_server import GrpcReceiver
 from otel_online_eval.sidecar.http_server import HttpReceiver
 from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
 from otel_online_eval.sidecar.prometheus import Family, exposition, families
-from otel_online_eval.sidecar.shipper import Shipper, ShipperStats, make_sender, resolve_target
+from otel_online_eval.sidecar.shipper import Shipper, ShipperStats, make_sender
 
 __all__ = ["Sidecar"]
 
@@ -69,22 +75,27 @@ def _plus(a: Counts, b: Counts) -> Counts:
 
 def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -> EvalSink:
     """Eval spans as protobuf straight to OTLP (the fast path), or through any SpanExporter
-    (console, file, or one given in code)."""
-    if exporter is not None:
-        return Emitter(BatchSpanProcessor(exporter))
+    (console, file, or one given in code).
+
+    Target and batching are resolved as in-process (:func:`~otel_online_eval.export.resolve_otlp`,
+    :func:`~otel_online_eval.export.resolve_batch`): the same endpoint, headers, TLS and
+    timeout, and the same batch delay, queue and batch sizes, ``OTEL_BSP_*`` included.
+
+    Raises:
+        ConfigError: a bad ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_BSP_*`` value or TLS file.
+    """
     export = config.export or ExportConfig()
-    if export.kind != "otlp":
-        return Emitter(build_span_processor(export))
-    otlp = export.otlp or OtlpExportConfig()
-    shipper = Shipper(
-        "export",
-        make_sender(resolve_target(otlp, path="export.otlp")),
-        _EXPORT_BUFFER_BYTES,
-        RetryConfig(),
+    if exporter is not None or export.kind != "otlp":
+        return Emitter(build_batcher(export, exporter))  # counts what it exports and drops
+    batch = resolve_batch(export.batch)
+    target = resolve_otlp(export.otlp or OtlpExportConfig(), path="export.otlp")
+    shipper = Shipper("export", make_sender(target), _EXPORT_BUFFER_BYTES, RetryConfig())
+    return ProtoEmitter(
+        shipper,
+        batch.schedule_delay_ms / 1000,
+        batch.max_export_batch_size,
+        batch.max_queue_size,
     )
-    batch = export.batch
-    delay = (batch.schedule_delay_ms or 200) / 1000
-    return ProtoEmitter(shipper, delay, batch.max_export_batch_size or 512)
 
 
 class Sidecar:
@@ -119,7 +130,7 @@ class Sidecar:
             forward = config.forward
             self.forwarder = Shipper(
                 "forward",
-                make_sender(resolve_target(forward.otlp, path="forward.otlp")),
+                make_sender(resolve_otlp(forward.otlp, path="forward.otlp")),
                 forward.max_queue_bytes,
                 forward.retry,
             )

@@ -5,7 +5,9 @@ that sends them in order with retries: exponential backoff with full jitter, hon
 ``RetryInfo`` and HTTP ``Retry-After``, for the codes the OTLP specification calls retryable.
 When the buffer is full, :meth:`Shipper.offer` says no at once; the caller decides (the receiver
 answers UNAVAILABLE so the client retries). A body that still fails after ``max_elapsed_s`` is
-dropped and counted. The forwarder and the sidecar's eval-span exporter are both shippers.
+dropped and counted. The forwarder and the sidecar's eval-span exporter are both shippers;
+where each sends, with which headers, TLS, timeout and compression, is resolved once by
+:func:`otel_online_eval.export.resolve_otlp`, as for the in-process SDK exporters.
 """
 
 from __future__ import annotations
@@ -13,21 +15,20 @@ from __future__ import annotations
 import email.utils
 import gzip
 import logging
-import os
 import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.exporters import OtlpExportConfig, OtlpTls, resolve_protocol, resolve_tls
+from otel_online_eval.export import OtlpTarget
 from otel_online_eval.sidecar.config import RetryConfig
 
-__all__ = ["OtlpTarget", "SendResult", "Shipper", "make_sender", "resolve_target"]
+__all__ = ["SendResult", "Shipper", "make_sender"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,84 +43,6 @@ _RETRYABLE_GRPC = {
     grpc.StatusCode.DATA_LOSS,
 }
 _RETRYABLE_HTTP = {429, 502, 503, 504}
-
-
-@dataclass(frozen=True, slots=True)
-class OtlpTarget:
-    """An OTLP endpoint with everything resolved (config first, then environment); ``tls``
-    holds the TLS client files, read once (empty for a plaintext connection)."""
-
-    protocol: str
-    endpoint: str
-    headers: tuple[tuple[str, str], ...]
-    insecure: bool
-    compression: str | None
-    timeout_s: float
-    tls: OtlpTls = field(default_factory=OtlpTls)
-
-
-def _env(name: str, env: Any) -> str | None:
-    for key in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
-        value = env.get(key)
-        if value:
-            return str(value).strip()
-    return None
-
-
-def _parse_headers(text: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
-def resolve_target(cfg: OtlpExportConfig, env: Any = None, path: str = "otlp") -> OtlpTarget:
-    """Resolve an ``otlp:`` config the way the SDK exporters do, environment included, and
-    read its TLS client files.
-
-    Raises:
-        ConfigError: what only shows now: a bad ``OTEL_EXPORTER_OTLP_*`` value or TLS file
-            (see :func:`~otel_online_eval.exporters.resolve_tls`), TLS files for a plaintext
-            http:// endpoint.
-    """
-    env = os.environ if env is None else env
-    given_tls = any(
-        value is not None
-        for value in (cfg.certificate_file, cfg.client_certificate_file, cfg.client_key_file)
-    )
-    protocol = resolve_protocol(cfg, env)
-    default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
-    endpoint = cfg.endpoint or _env("ENDPOINT", env) or default
-    headers = dict(cfg.headers) if cfg.headers is not None else _parse_headers(_env("HEADERS", env))
-    compression = cfg.compression or _env("COMPRESSION", env)
-    timeout_s = cfg.timeout_s or float(_env("TIMEOUT", env) or 10.0)
-    if protocol == "grpc":
-        insecure = cfg.insecure
-        if insecure is None and given_tls:
-            insecure = False  # the config's TLS files mean TLS
-        elif insecure is None:
-            raw = _env("INSECURE", env)
-            insecure = raw.lower() == "true" if raw else not endpoint.startswith("https://")
-        endpoint = endpoint.split("://", 1)[-1].rstrip("/")
-        plaintext = "insecure is true" if insecure else None
-    else:
-        insecure = not endpoint.startswith("https://")
-        if "://" not in endpoint:
-            endpoint = "http://" + endpoint
-        if endpoint.rstrip("/").count("/") <= 2:  # no path: the OTLP default
-            endpoint = endpoint.rstrip("/") + "/v1/traces"
-        plaintext = f"the endpoint is {endpoint!r}" if insecure else None
-    return OtlpTarget(
-        protocol,
-        endpoint,
-        tuple((k.lower(), v) for k, v in headers.items()),
-        bool(insecure),
-        None if compression in (None, "none") else compression,
-        float(timeout_s),
-        resolve_tls(cfg, plaintext, env, path),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from otel_online_eval._errors import ConfigError, FilterSyntaxError
 from otel_online_eval.config import OnlineEvalConfig
 from otel_online_eval.emit import SCORER_ATTR, Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, Route
-from otel_online_eval.exporters import OtlpJsonFileExporter, build_exporter
+from otel_online_eval.export import OtlpJsonFileExporter, build_exporter
 from otel_online_eval.query import CompiledFilter, compile_filter
 from otel_online_eval.rules import ApplyTo, Rule, ScorerUse
 from otel_online_eval.sampling import shared_hash
