@@ -4,12 +4,12 @@ The method is registered with no deserializer, so the handler gets the bytes as 
 are forwarded unchanged and parsed once. Errors follow the OTLP specification: INVALID_ARGUMENT
 for undecodable requests, UNAVAILABLE with a ``RetryInfo`` detail when overloaded or draining,
 RESOURCE_EXHAUSTED (from gRPC itself) above ``max_message_bytes``, UNAUTHENTICATED without the
-bearer token, and ``partial_success`` for rejected spans.
+bearer token (``authorization: Bearer <token>``, the scheme in any case), and
+``partial_success`` for rejected spans.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from concurrent import futures
@@ -28,7 +28,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.sidecar.config import AuthConfig, GrpcReceiverConfig, TlsConfig
+from otel_online_eval.sidecar.config import (
+    AuthConfig,
+    GrpcReceiverConfig,
+    TlsConfig,
+    tls_problems,
+)
 from otel_online_eval.sidecar.ingest import Ingest, IngestResult
 
 __all__ = ["GrpcReceiver"]
@@ -59,6 +64,11 @@ class GrpcReceiver:
         tls: server TLS, if any.
         auth: the bearer token, if required.
         reuse_port: share the port with other worker processes (SO_REUSEPORT).
+        threads: handler threads.
+
+    Raises:
+        OSError: the address cannot be listened on, or a TLS file cannot serve (the message
+            names the endpoint, or the field and the file).
     """
 
     def __init__(
@@ -71,7 +81,14 @@ class GrpcReceiver:
         threads: int = 8,
     ) -> None:
         self.ingest = ingest
-        self._expected = f"Bearer {auth.bearer_token}".encode() if auth else None
+        self._auth = auth
+        if tls is not None:
+            # gRPC would only say "Failed to bind" for a key that does not fit its certificate.
+            problems = tls_problems(tls)
+            if problems:
+                raise OSError(
+                    "; ".join(f"receiver.tls.{key}: {message}" for key, message in problems)
+                )
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -125,12 +142,11 @@ class GrpcReceiver:
         self._server.stop(grace_s).wait(grace_s + 1)
 
     def _authorized(self, context: grpc.ServicerContext) -> bool:
-        if self._expected is None:
+        if self._auth is None:
             return True
         for key, value in context.invocation_metadata():
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(given, self._expected)
+                return self._auth.accepts(value)
         return False
 
     def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
