@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -50,7 +51,9 @@ from tests.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
 __all__ = [
     "EXPORT_METHOD",
     "HOST",
+    "ROOT",
     "Metrics",
+    "RawAnswer",
     "RawGrpcReceiver",
     "Sidecar",
     "TraceSpans",
@@ -64,6 +67,9 @@ __all__ = [
     "grpc_health",
     "make_trace",
     "post_http",
+    "raw_connection",
+    "raw_http",
+    "read_answer",
     "request_bytes",
     "retry_info",
     "running_sidecar",
@@ -72,6 +78,7 @@ __all__ = [
     "slow_score",
     "start_sidecar",
     "stuck_score",
+    "thread_count",
     "wait_until",
     "write_config",
 ]
@@ -603,6 +610,55 @@ def grpc_health(
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+@dataclass
+class RawAnswer:
+    """One HTTP answer read off a raw socket: status, headers (lower-case names), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def closes(self) -> bool:
+        return self.headers.get("connection", "").lower() == "close"
+
+
+def raw_connection(endpoint: str, timeout: float = 10.0) -> socket.socket:
+    """A plain TCP connection to ``host:port``, with a timeout on every read and write."""
+    host, _, port = endpoint.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+def read_answer(sock: socket.socket, method: str = "POST") -> RawAnswer:
+    """Read one answer with the standard library's parser (our bytes go out as they are; the
+    answer is read by a parser we did not write)."""
+    response = http.client.HTTPResponse(sock, method=method)
+    try:
+        response.begin()
+        body = response.read()
+        return RawAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        response.close()  # its file on the socket, not the socket
+
+
+def raw_http(endpoint: str, data: bytes, timeout: float = 10.0) -> RawAnswer:
+    """Send ``data`` exactly as given over a new connection and read one answer.
+
+    Raises:
+        http.client.RemoteDisconnected: the connection closed with no answer.
+    """
+    with raw_connection(endpoint, timeout) as sock:
+        sock.sendall(data)
+        return read_answer(sock, data.split(b" ", 1)[0].decode("latin-1") or "GET")
+
+
+def thread_count(pid: int) -> int:
+    """How many threads process ``pid`` has now (from /proc)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 # --------------------------------------------------------------------------- raw downstream

@@ -7,7 +7,10 @@ from another CA that the sidecar must refuse.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,9 +25,14 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otel_online_eval.sidecar.config import GrpcReceiverConfig, HttpReceiverConfig, TlsConfig
+from otel_online_eval.sidecar.grpc_server import GrpcReceiver
+from otel_online_eval.sidecar.http_server import HttpReceiver
 from tests.otlp_receiver import OtlpGrpcReceiver
 from tests.pki import Pki
 from tests.sidecar_helpers import (
+    HOST,
+    ROOT,
     RawGrpcReceiver,
     TraceSpans,
     eval_spans,
@@ -37,6 +45,7 @@ from tests.sidecar_helpers import (
     running_sidecar,
     send_grpc,
     sidecar_config,
+    write_config,
 )
 
 TOKEN = "s3cr3t-token"
@@ -100,6 +109,30 @@ def test_bearer_token_is_required_on_both_protocols(
             # Only the authorized requests went on.
             forward.wait_for_bodies(4)
             assert sorted(forward.bodies) == sorted([body, body, *[request_bytes(trace.spans)] * 2])
+
+
+def test_the_bearer_scheme_is_case_insensitive_on_both_protocols(
+    tmp_path: Path, otlp_grpc_receiver: OtlpGrpcReceiver
+) -> None:
+    """RFC 7235: the auth scheme is case-insensitive; the token is not."""
+    config = sidecar_config(
+        export=export_to(otlp_grpc_receiver), receiver={"auth": {"bearer_token": TOKEN}}
+    )
+    with running_sidecar(tmp_path, config) as sc:
+        body = request_bytes(make_trace("scheme").spans)
+        for value in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"BeArEr  {TOKEN}"):
+            assert send_grpc(sc.grpc_endpoint, body, metadata=(("authorization", value),)) == (
+                ExportTraceServiceResponse()
+            )
+            assert post_http(sc, body, headers={"Authorization": value}).status_code == 200
+        for value in (f"bearer {TOKEN.upper()}", f"bearer {TOKEN}x", f"basic {TOKEN}", "bearer"):
+            with pytest.raises(grpc.RpcError) as raised:
+                send_grpc(sc.grpc_endpoint, body, metadata=(("authorization", value),))
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert post_http(sc, body, headers={"Authorization": value}).status_code == 401
+        m = sc.metrics(headers={"Authorization": f"bearer {TOKEN}"})
+        assert m.value("otlp_receiver_requests_total", outcome="ok") == 6
+        assert m.value("otlp_receiver_requests_total", outcome="unauthenticated") == 8
 
 
 # -- TLS -------------------------------------------------------------------------------------
@@ -197,3 +230,100 @@ def test_mutual_tls_refuses_clients_without_a_trusted_certificate(
     assert "Traceback" not in sc.stderr()
     tls_errors = sc.log_messages("TLS error with HTTP client 127.0.0.1")
     assert len(tls_errors) == 2 and tls_errors[0]["level"] == "warning"
+
+
+# -- TLS files that cannot serve -------------------------------------------------------------
+
+# name: (what to put in receiver.tls, the field named, what the message says)
+TLS_FAULTS: dict[str, tuple[dict[str, str], str, str]] = {
+    "key of another certificate": (
+        {"cert_file": "server_crt", "key_file": "client_key"},
+        "key_file",
+        "the private key in '{client_key}' does not match the certificate in '{server_crt}'",
+    ),
+    "certificate not PEM": (
+        {"cert_file": "junk", "key_file": "server_key"},
+        "cert_file",
+        "no PEM certificate in '{junk}'",
+    ),
+    "key not PEM": (
+        {"cert_file": "server_crt", "key_file": "junk"},
+        "key_file",
+        "no unencrypted PEM private key in '{junk}'",
+    ),
+    "certificate as the key": (
+        {"cert_file": "server_crt", "key_file": "server_crt"},
+        "key_file",
+        "no unencrypted PEM private key in '{server_crt}'",
+    ),
+    "client CA not PEM": (
+        {"cert_file": "server_crt", "key_file": "server_key", "client_ca_file": "junk"},
+        "client_ca_file",
+        "no PEM certificate in '{junk}'",
+    ),
+    "client CA is a key": (
+        {"cert_file": "server_crt", "key_file": "server_key", "client_ca_file": "server_key"},
+        "client_ca_file",
+        "no PEM certificate in '{server_key}'",
+    ),
+}
+
+
+def _tls_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("this is not PEM\n")
+    return {
+        "server_crt": str(pki.server_crt),
+        "server_key": str(pki.server_key),
+        "client_key": str(pki.client_key),
+        "junk": str(junk),
+    }
+
+
+def _tls_fault(name: str, pki: Pki, tmp_path: Path) -> tuple[dict[str, str], str, str]:
+    files = _tls_files(pki, tmp_path)
+    section, field, message = TLS_FAULTS[name]
+    return {k: files[v] for k, v in section.items()}, field, message.format(**files)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_online_eval.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("fault", list(TLS_FAULTS))
+def test_tls_files_that_cannot_serve_are_named_by_validate_and_serve(
+    tmp_path: Path, pki: Pki, fault: str
+) -> None:
+    tls, field, message = _tls_fault(fault, pki, tmp_path)
+    path = write_config(tmp_path / "sidecar.yaml", sidecar_config(receiver={"tls": tls}))
+    [line] = [i for i, text in enumerate(path.read_text().splitlines(), 1) if f" {field}:" in text]
+    expected = f"{path}:{line}:"
+    for command in ("validate", "serve"):
+        result = _cli(command, "-c", str(path))
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert expected in result.stderr, (command, result.stderr)
+        assert f"receiver.tls.{field}: {message}" in result.stderr, (command, result.stderr)
+        assert "Failed to bind" not in result.stderr
+
+
+@pytest.mark.parametrize("fault", list(TLS_FAULTS))
+def test_both_receivers_name_the_tls_file_that_cannot_serve(
+    tmp_path: Path, pki: Pki, fault: str
+) -> None:
+    """Built in code, with no config file to validate: the receivers say it themselves."""
+    tls, field, message = _tls_fault(fault, pki, tmp_path)
+    config = TlsConfig(tls["cert_file"], tls["key_file"], tls.get("client_ca_file"))
+    stand_in: Any = None  # no request reaches them
+    with pytest.raises(OSError) as grpc_error:
+        GrpcReceiver(GrpcReceiverConfig(f"{HOST}:0"), stand_in, tls=config)
+    with pytest.raises(OSError) as http_error:
+        HttpReceiver(HttpReceiverConfig(f"{HOST}:0"), stand_in, str, tls=config)
+    for raised in (grpc_error, http_error):
+        assert f"receiver.tls.{field}: {message}" in str(raised.value)
