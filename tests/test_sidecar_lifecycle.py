@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import socket
 import subprocess
@@ -395,12 +396,16 @@ def test_two_workers_share_the_ports_and_stop_together(tmp_path: Path) -> None:
             forward.wait_for_bodies(20)
 
             # Whichever worker a scrape reaches answers for both, each sample labelled with its
-            # worker (the other's counts are at most a second old).
-            def all_counted() -> bool:
-                m = sc.metrics()
-                return m.value("otlp_receiver_requests_total", outcome="ok") == 20
-
-            wait_until(all_counted, timeout=10, what="both workers' requests in one scrape")
+            # worker: its own counts as they are, its sibling's as the sibling last published
+            # them (every second). So wait until both have published all their requests; one
+            # scrape that adds up is not enough, as the next may reach the other worker, which
+            # may still read its sibling's counts of a moment ago.
+            [metrics_dir] = {_argument(pid, "--metrics-dir") for pid in pids}
+            wait_until(
+                lambda: _published_ok_requests(Path(metrics_dir)) == 20,
+                timeout=10,
+                what="both workers' requests published",
+            )
             for _ in range(4):  # new connections: different workers answer, all alike
                 response = requests.get(sc.url("/metrics"), headers={"Connection": "close"})
                 parsed = list(text_string_to_metric_families(response.text))
@@ -411,7 +416,6 @@ def test_two_workers_share_the_ports_and_stop_together(tmp_path: Path) -> None:
                 for sample in requests_total.samples:
                     per_worker[sample.labels["worker"]] += int(sample.value)
                 assert sum(per_worker.values()) == 20 and all(per_worker.values()), per_worker
-            [metrics_dir] = {_argument(pid, "--metrics-dir") for pid in pids}
             assert Path(metrics_dir).is_dir()
             # SIGHUP goes to every worker.
             sc.send_signal(signal.SIGHUP)
@@ -424,6 +428,16 @@ def test_two_workers_share_the_ports_and_stop_together(tmp_path: Path) -> None:
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), pid
         assert not Path(metrics_dir).exists()  # the parent cleans up
+
+
+def _published_ok_requests(metrics_dir: Path) -> float:
+    """The requests answered OK, as the workers' published metric files count them."""
+    total = 0.0
+    for path in metrics_dir.glob("worker-*.json"):
+        for name, _, _, samples in json.loads(path.read_text()):
+            if name == "otlp_receiver_requests_total":
+                total += sum(value for labels, value in samples if labels["outcome"] == "ok")
+    return total
 
 
 def _argument(pid: int, flag: str) -> str:
