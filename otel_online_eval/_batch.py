@@ -23,23 +23,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
-from opentelemetry.sdk.environment_variables import (
-    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
-    OTEL_BSP_MAX_QUEUE_SIZE,
-    OTEL_BSP_SCHEDULE_DELAY,
-)
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_online_eval._errors import ConfigError, ConfigIssue
 from otel_online_eval._threads import name_os_thread
 
 if TYPE_CHECKING:
-    from otel_online_eval.exporters import ExportConfig
+    from otel_online_eval.export import ExportConfig
 
 __all__ = ["EXPORT_DROP_REASONS", "ExportBatcher", "build_batcher"]
 
@@ -206,52 +200,24 @@ class ExportBatcher(SpanProcessor):
         self.exporter.shutdown()
 
 
-def build_batcher(
-    cfg: ExportConfig | None,
-    exporter: SpanExporter | None = None,
-    env: Mapping[str, str] | None = None,
-) -> ExportBatcher:
-    """An :class:`ExportBatcher` with ``cfg.batch`` (unset values: ``OTEL_BSP_*``, then the
-    SDK's defaults) in front of ``exporter`` (built from ``cfg`` when None).
+def build_batcher(cfg: ExportConfig | None, exporter: SpanExporter | None = None) -> ExportBatcher:
+    """An :class:`ExportBatcher` with the resolved batching (``cfg.batch``, then ``OTEL_BSP_*``,
+    then the SDK's defaults: :func:`~otel_online_eval.export.resolve_batch`) in front of
+    ``exporter`` (built from ``cfg`` when None).
 
     Raises:
-        ConfigError: as the exporter's build; an ``OTEL_BSP_*`` value that is not a positive
-            whole number; a batch larger than the queue.
+        ConfigError: as the exporter's build, or the batching's resolution.
     """
-    from otel_online_eval.exporters import ExportConfig, build_exporter
+    from otel_online_eval.export import ExportConfig, build_exporter, resolve_batch
 
     cfg = ExportConfig() if cfg is None else cfg
-    env = os.environ if env is None else env
-    b = cfg.batch
-    queue = b.max_queue_size or _env_int(env, OTEL_BSP_MAX_QUEUE_SIZE, 2048)
-    delay = b.schedule_delay_ms or _env_int(env, OTEL_BSP_SCHEDULE_DELAY, 5000)
-    size = b.max_export_batch_size or _env_int(env, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512)
-    if size > queue:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    "export.batch",
-                    f"max_export_batch_size ({size}) must not exceed max_queue_size ({queue}), "
-                    "as set here or by OTEL_BSP_MAX_EXPORT_BATCH_SIZE / OTEL_BSP_MAX_QUEUE_SIZE",
-                )
-            ]
-        )
-    return ExportBatcher(exporter or build_exporter(cfg), queue, delay, size)
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(
-            [ConfigIssue("export.batch", f"{name} must be a positive whole number, got {text!r}")]
-        )
-    return value
+    batch = resolve_batch(cfg.batch)
+    return ExportBatcher(
+        exporter or build_exporter(cfg),
+        batch.max_queue_size,
+        batch.schedule_delay_ms,
+        batch.max_export_batch_size,
+    )
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:

@@ -83,8 +83,11 @@ def families(
     d.metric("online_eval_spans_seen_total", "counter", "Spans looked at", [({}, engine.seen)])
     for key, help_text in (
         ("selected", "Spans a rule's apply_to picked"),
+        ("not_selected", "Seen spans a rule's apply_to did not pick"),
         ("sampled", "Selected spans kept by a rule's sampling"),
+        ("sampled_out", "Selected spans a rule's sampling refused"),
         ("filtered_out", "Sampled spans a rule's filter refused"),
+        ("no_content", "Sampled spans that look like a GenAI operation but carry no content"),
     ):
         d.metric(
             f"online_eval_spans_{key}_total",
@@ -95,8 +98,8 @@ def families(
     d.metric(
         "online_eval_spans_dropped_total",
         "counter",
-        "Spans not evaluated, by reason",
-        [({"reason": r}, v) for r, v in engine.dropped.items()],
+        "Sampled spans whose evaluation was lost, by rule and reason",
+        [({"rule": r, "reason": k}, v) for (r, k), v in sorted(engine.dropped_by_rule.items())],
     )
     d.metric(
         "online_eval_evals_total",
@@ -112,6 +115,45 @@ def families(
             ({"rule": r, "scorer": s, "outcome": o}, v)
             for (r, s, o), v in sorted(engine.scores.items())
         ],
+    )
+    d.metric(
+        "online_eval_scores_skipped_total",
+        "counter",
+        "Skipped scorer runs by reason: busy, quarantined, or the scorer's own",
+        [
+            ({"rule": r, "scorer": s, "reason": k}, v)
+            for (r, s, k), v in sorted(engine.skipped.items())
+        ],
+    )
+    d.metric(
+        "online_eval_scorer_quarantined_total",
+        "counter",
+        "Times a scorer was quarantined after consecutive timeouts",
+        [({"scorer": s}, v) for s, v in sorted(engine.quarantined.items())],
+    )
+    d.metric(
+        "online_eval_scorer_stuck",
+        "gauge",
+        "Sync scorer calls that timed out and still hold one of the scorer's threads",
+        [({"scorer": s}, v) for s, v in sorted(engine.stuck.items())],
+    )
+    d.metric(
+        "online_eval_eval_spans_scheduled_total",
+        "counter",
+        "Eval and score spans handed to the export side",
+        [({}, engine.eval_spans_scheduled)],
+    )
+    d.metric(
+        "online_eval_eval_spans_exported_total",
+        "counter",
+        "Eval and score spans exported",
+        [({}, engine.eval_spans_exported)],
+    )
+    d.metric(
+        "online_eval_eval_spans_dropped_total",
+        "counter",
+        "Eval and score spans lost, by reason",
+        [({"reason": k}, v) for k, v in sorted(engine.eval_spans_dropped.items())],
     )
     d.metric(
         "online_eval_judge_tokens_total",

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from otel_online_eval._batch import build_batcher
 from otel_online_eval._errors import ConfigError
 from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import OnlineEvalConfig, load_config
@@ -36,7 +37,6 @@ from otel_online_eval.engine import Engine, EngineStats
 from otel_online_eval.export import (
     ExportConfig,
     OtlpExportConfig,
-    build_span_processor,
     resolve_batch,
     resolve_otlp,
 )
