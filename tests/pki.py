@@ -50,15 +50,21 @@ def make_ca(d: Path, name: str) -> tuple[Path, Path]:
     return crt, key
 
 
-def make_leaf(d: Path, name: str, ca: tuple[Path, Path], usage: str) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost signed by ``ca``, with extended key usage
-    ``usage`` (``serverAuth`` or ``clientAuth``): (certificate, key)."""
+def make_leaf(
+    d: Path,
+    name: str,
+    ca: tuple[Path, Path],
+    usage: str,
+    san: str = "IP:127.0.0.1,DNS:localhost",
+) -> tuple[Path, Path]:
+    """A certificate for ``san`` (127.0.0.1 and localhost) signed by ``ca``, with extended key
+    usage ``usage`` (``serverAuth`` or ``clientAuth``): (certificate, key)."""
     key, csr, crt, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt", d / f"{name}.ext"
     ext.write_text(
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         f"extendedKeyUsage={usage}\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={san}\n"
     )
     _openssl(
         "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",

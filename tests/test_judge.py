@@ -21,6 +21,7 @@ from otel_online_eval.scorers.judge import (
     LLMJudge,
     llm_judge,
 )
+from otel_online_eval.scorers.judge._http import AiohttpTransport
 from tests.fake_openai import FakeOpenAI, Reply, Request, error, quiet, text, tool_call
 from tests.spans import view
 
@@ -520,23 +521,27 @@ def test_the_hourly_budget_skips_when_spent(fake_openai: FakeOpenAI) -> None:
     assert scorer.stats.skipped == {"budget": 1}
 
 
-def test_one_client_per_loop_closed_with_the_loop(fake_openai: FakeOpenAI) -> None:
+def test_one_transport_per_loop_closed_with_the_loop(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(verdict())
     scorer = judge(fake_openai)
-    clients = []
+    transports = []
 
     async def twice() -> None:
         await scorer.score(inp())
         await scorer.score(inp())
         (state,) = scorer._loops.values()
-        clients.append(state.client)
+        transports.append(state.transport)
 
     asyncio.run(twice())
-    (client,) = clients
-    assert client.is_closed  # asyncio.run shut the loop's async generators down
+    (transport,) = transports
+    assert isinstance(transport, AiohttpTransport)
+    assert transport.is_closed  # asyncio.run shut the loop's async generators down
+    assert not scorer._loops  # and the loop's entry went with it
+    asyncio.run(twice())  # a new loop gets a new transport
+    assert transports[1] is not transport and transports[1].is_closed
 
 
-def test_aclose_closes_the_client(fake_openai: FakeOpenAI) -> None:
+def test_aclose_closes_the_transport(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(verdict())
     scorer = judge(fake_openai)
 
@@ -544,7 +549,8 @@ def test_aclose_closes_the_client(fake_openai: FakeOpenAI) -> None:
         await scorer.score(inp())
         (state,) = scorer._loops.values()
         await scorer.aclose()
-        return bool(state.client.is_closed)
+        assert isinstance(state.transport, AiohttpTransport)
+        return state.transport.is_closed
 
     assert asyncio.run(go())
 

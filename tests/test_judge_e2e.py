@@ -189,9 +189,10 @@ def test_the_client_is_closed_at_shutdown(tmp_path: Path, server: FakeOpenAI) ->
         assert processor.force_flush(10_000)
         (judge,) = [u.spec.scorer for rule in processor.rules for u in rule.scorers]
         (state,) = judge._loops.values()  # type: ignore[attr-defined]
-        client = state.client
-        assert not client.is_closed
-    assert client.is_closed  # the engine's loop closed its async generators
+        transport = state.transport
+        assert not transport.is_closed
+    assert transport.is_closed  # the engine's loop closed its async generators
+    assert not judge._loops  # type: ignore[attr-defined]
 
 
 # --- config errors with file:line -----------------------------------------------------------

@@ -5,6 +5,7 @@ Field comments are the user reference (docs/judges.md repeats them with examples
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,7 +17,10 @@ __all__ = ["JudgeConfig", "Limits", "read_judge_config", "read_limits"]
 
 MODES = ("tools", "json_schema")
 DEFAULT_TIMEOUT_S = 30.0  # the scorer-level timeout_s default (rules.DEFAULT_TIMEOUT_S)
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a verdict is a few KB; reasoning models' answers < 1 MB
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110, 5.1)
+_BREAKS = re.compile(r"[\r\n\x00]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,9 @@ class Limits:
         auth_pause_s: on 401 / 403 / 404 the scorer pauses (skips) this long and logs an error.
         budget_tokens_per_hour: judge tokens over the last hour; beyond it calls are skipped.
             None: no budget.
+        max_response_bytes: the largest answer body accepted, counted after decompression
+            (gzip / deflate); a larger one ends the attempt with an error and its connection
+            is dropped, so a compressed bomb costs at most this much memory per call.
     """
 
     concurrency: int = 8
@@ -58,6 +65,7 @@ class Limits:
     circuit_cooldown_s: float = 30.0
     auth_pause_s: float = 300.0
     budget_tokens_per_hour: int | None = None
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,16 @@ def _str_map(opts: Reader, key: str) -> dict[str, str]:
     return out
 
 
+def _check_headers(opts: Reader, headers: dict[str, str]) -> None:
+    """Names must be HTTP tokens and values single lines: a CR or LF would end the head."""
+    for name, value in headers.items():
+        where = f"{opts.at('headers')}.{name}"
+        if not _TOKEN.fullmatch(name):
+            opts.issues.add(where, f"{name!r} is not an HTTP header name")
+        elif _BREAKS.search(value):
+            opts.issues.add(where, "the value must not hold a CR, LF or NUL character")
+
+
 def read_limits(opts: Reader, call_timeout_s: float) -> Limits:
     """The ``limits:`` mapping, checked against the scorer's overall ``timeout_s``."""
     d = Limits()
@@ -133,6 +151,11 @@ def read_limits(opts: Reader, call_timeout_s: float) -> Limits:
         circuit_cooldown_s=float(opts.number("circuit_cooldown_s", d.circuit_cooldown_s, lo=0)),
         auth_pause_s=float(opts.number("auth_pause_s", d.auth_pause_s, lo=0)),
         budget_tokens_per_hour=None if budget is None else int(budget),
+        max_response_bytes=int(
+            opts.number(
+                "max_response_bytes", d.max_response_bytes, lo=1024, hi=1 << 30, integer=True
+            )
+        ),
     )
     if opts.has("timeout_s") and limits.timeout_s > call_timeout_s:
         opts.error(
@@ -165,7 +188,10 @@ def read_judge_config(opts: Reader) -> JudgeConfig | None:
     if model is not None and not model.strip():
         opts.error("model", "must not be empty")
     api_key = opts.str("api_key")
+    if api_key and _BREAKS.search(api_key):
+        opts.error("api_key", "must not hold a CR, LF or NUL character (a trailing newline?)")
     headers = _str_map(opts, "headers")
+    _check_headers(opts, headers)
     query = _str_map(opts, "query")
     temperature = opts.number("temperature", 0.0, lo=0, hi=2)
     max_tokens = opts.number("max_tokens", None, lo=1, integer=True)

@@ -1,62 +1,109 @@
-"""A small HTTP/1.1 client for one endpoint: POST a body, get the status, headers and body.
+"""The judge's HTTP transport: POST a body to one URL, get the status, headers and body.
 
-The judge makes one kind of request, again and again, to one URL. A general client (httpx)
-spent about 1 ms of CPU per call on that, more than everything else in a judge call together;
-this one builds the request head once, writes each request with one ``send``, and parses the
-answer in a few slices (about a tenth of the CPU).
+:class:`Transport` is the seam (two methods); :class:`AiohttpTransport`, over aiohttp's client,
+is the implementation. aiohttp parses the answers (its C parser), keeps the connections alive
+and bounds them; this module adds what the judge needs on top:
 
-What it does: keep-alive connections reused last-in first-out (the judge's semaphore bounds
-how many are open); TLS with certificate checks (the ``certifi`` bundle when installed, unless
-``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` say otherwise); ``Content-Length``, chunked and
-read-until-close bodies; gzip / deflate bodies; ``HTTP(S)_PROXY`` / ``NO_PROXY`` from the
-environment (a ``CONNECT`` tunnel for https, the absolute URL for http; loopback never goes
-through a proxy); a transparent resend when a reused connection turns out to have been closed
-by the server before it answered anything. Everything is bounded: the timeout covers the
-connect, the write and the whole answer, heads are limited to 64 KiB and bodies to 32 MiB.
+- one :class:`aiohttp.ClientSession` per transport, made on the event loop that uses it, with
+  a ``TCPConnector(limit=concurrency)``: at most ``concurrency`` connections, open or idle;
+- the timeout: one deadline over the connect, the send and the whole answer;
+- a bound on the answer's size *after* decompression (gzip / deflate are decoded by aiohttp
+  in bounded steps; the body is read in chunks with a running total and the connection is
+  dropped past the bound), so a compressed bomb costs a bounded amount of memory;
+- ``HTTP(S)_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` from the environment, read once (aiohttp's
+  ``trust_env`` would read them, and ``~/.netrc``, in a thread for every request); loopback
+  endpoints never go through a proxy; only ``http://`` proxies (https through ``CONNECT``);
+- TLS verified against ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, else the ``certifi``
+  bundle (:func:`ssl_context`);
+- no cookies, no redirects, and one immediate resend when a connection closes before any byte
+  of the answer (a kept-alive connection the server dropped while the request was on its way;
+  aiohttp resends only idempotent methods);
+- errors as :class:`HttpError` (:class:`HttpTimeout`, :class:`HttpAnswerError`) with messages
+  that name the server, never aiohttp's exception types.
 
-It opens raw sockets, so no HTTP instrumentation can trace judge calls.
+No HTTP instrumentation traces judge calls: they run with OpenTelemetry instrumentation
+suppressed, and the session is detached from ``opentelemetry-instrumentation-aiohttp-client``
+when the application has instrumented aiohttp (no span, and no per-request cost).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import ssl
+import sys
 import urllib.request
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlencode, urlsplit
+from typing import Protocol
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from yarl import URL
 
 from otel_online_eval._aio import bounded
 
-__all__ = ["HttpClient", "HttpError", "HttpTimeout", "Response", "ssl_context"]
+__all__ = [
+    "AiohttpTransport",
+    "HttpAnswerError",
+    "HttpError",
+    "HttpTimeout",
+    "Response",
+    "Transport",
+    "proxy_for",
+    "ssl_context",
+]
 
-MAX_HEAD = 64 * 1024
-MAX_BODY = 32 * 1024 * 1024
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})  # what aiohttp decodes by itself
+_ACCEPTED = "gzip, deflate"  # brotli and zstd need packages of their own: not asked for
 
 
 class HttpError(Exception):
-    """The exchange failed: no connection, the connection broke, or the answer is not HTTP."""
+    """The exchange failed: no connection, the connection broke, or the answer is unusable."""
 
 
 class HttpTimeout(HttpError):
     """No complete answer within the timeout."""
 
 
-class _Stale(HttpError):
-    """A reused connection closed before any byte of the answer: safe to send again."""
+class HttpAnswerError(HttpError):
+    """The server answered something that is not a usable HTTP answer (a bad head, a body
+    that does not match its framing or encoding, or one larger than the bound)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """An answer: ``headers`` has lower-case names (the last of repeated ones)."""
+    """An answer; ``headers`` is case-insensitive."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class Transport(Protocol):
+    """What the judge needs from HTTP: one kind of request to one URL, and two ways to stop.
+
+    A transport belongs to the event loop it was made on.
+    """
+
+    async def post(self, body: bytes, timeout: float) -> Response:
+        """Send ``body``; the answer, whatever its status.
+
+        Raises:
+            HttpTimeout: no complete answer within ``timeout`` seconds.
+            HttpError: could not connect, the connection broke, or the answer is unusable.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection; later posts fail with :class:`HttpError`."""
+        ...
+
+    def forget(self) -> None:
+        """Drop every connection without closing it (in a forked child, where they are the
+        parent's); later posts fail with :class:`HttpError`."""
+        ...
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -75,208 +122,59 @@ def ssl_context() -> ssl.SSLContext:
     return context
 
 
-class _Connection(asyncio.Protocol):
-    """One connection; answers one request at a time into ``waiter``."""
+def proxy_for(url: str) -> tuple[URL | None, str | None]:
+    """The proxy the environment names for ``url``: (proxy URL, None), (None, None) for a
+    direct connection, or (None, why the named proxy cannot be used).
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.used = False
-        self.head_only = False  # a CONNECT answer: no body follows its head
-        self._waiter: asyncio.Future[Response] | None = None
-        self._buf = bytearray()
-        self._status = 0
-        self._headers: dict[str, str] = {}
-        self._length = -1  # -1: until close; -2: chunked
-        self._body = bytearray()
-        self._keep = True
-        self._head_done = False
-
-    # -- asyncio.Protocol --------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            self.abort()  # bytes nobody asked for: the connection cannot be trusted
-            return
-        self._buf += data
-        try:
-            self._parse()
-        except HttpError as exc:
-            self._fail(exc)
-            self.abort()
-
-    def eof_received(self) -> bool | None:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._head_done and self._length == -1:
-            try:
-                self._complete(bytes(self._body) + bytes(self._buf))
-            except HttpError as error:
-                waiter.set_exception(error)
-            return
-        if not self._head_done and not self._buf and self.used:
-            waiter.set_exception(_Stale("the server closed the kept-alive connection"))
-            return
-        reason = f": {exc}" if exc else ""
-        state = "in the middle of the answer" if self._head_done or self._buf else "unanswered"
-        waiter.set_exception(HttpError(f"the connection closed {state}{reason}"))
-
-    # -- one exchange ------------------------------------------------------------------------
-
-    def send(self, data: bytes, waiter: asyncio.Future[Response]) -> None:
-        self._waiter = waiter
-        self._buf.clear()
-        self._head_done = False
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _fail(self, exc: HttpError) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-
-    def _complete(self, body: bytes) -> None:
-        encoding = self._headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            try:
-                body = zlib.decompress(body, 47)  # 32 + 15: zlib or gzip header, detected
-            except zlib.error as exc:
-                raise HttpError(f"the {encoding} body does not decompress: {exc}") from None
-        elif encoding not in ("identity", ""):
-            raise HttpError(f"the answer has an unsupported Content-Encoding: {encoding!r}")
-        waiter = self._waiter
-        self._waiter = None
-        self.used = True
-        if not self.head_only and (not self._keep or self._length == -1):
-            self.abort()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, self._headers, body))
-
-    def _parse(self) -> None:
-        buf = self._buf
-        while not self._head_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0 or end > MAX_HEAD:
-                if len(buf) > MAX_HEAD:
-                    raise HttpError(f"the answer's head is longer than {MAX_HEAD} bytes")
-                return
-            head = bytes(buf[:end]).decode("latin-1")
-            del buf[: end + 4]
-            self._read_head(head)
-        if self.head_only:
-            self._length = 0
-            self._complete(b"")
-            return
-        if self._length >= 0:
-            if len(buf) >= self._length:
-                body = bytes(buf[: self._length])
-                if len(buf) > self._length:
-                    self._keep = False  # more than was announced: do not reuse
-                self._complete(body)
-            return
-        if self._length == -1:
-            if len(buf) + len(self._body) > MAX_BODY:
-                raise HttpError(f"the answer's body is longer than {MAX_BODY} bytes")
-            return  # until close
-        self._parse_chunks()
-
-    def _read_head(self, head: str) -> None:
-        lines = head.split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise HttpError(f"the answer is not HTTP/1.x: {lines[0][:80]!r}")
-        status = int(code)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpError(f"malformed header line in the answer: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        if 100 <= status < 200:
-            return  # 100 Continue and friends: the real head follows
-        self._status = status
-        self._headers = headers
-        self._head_done = True
-        connection = headers.get("connection", "").lower()
-        self._keep = "close" not in connection and (
-            version != "HTTP/1.0" or "keep-alive" in connection
-        )
-        self._body = bytearray()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._length = -2
-        elif "content-length" in headers:
-            try:
-                self._length = int(headers["content-length"])
-            except ValueError:
-                raise HttpError(
-                    f"bad Content-Length in the answer: {headers['content-length'][:40]!r}"
-                ) from None
-            if not 0 <= self._length <= MAX_BODY:
-                raise HttpError(f"the answer's Content-Length {self._length} is out of bounds")
-        elif status in (204, 304):
-            self._length = 0
-        else:
-            self._length = -1
-
-    def _parse_chunks(self) -> None:
-        buf = self._buf
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                if len(buf) > MAX_HEAD:
-                    raise HttpError("a chunk-size line of the answer is too long")
-                return
-            size_text = bytes(buf[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HttpError(f"bad chunk size in the answer: {size_text[:20]!r}") from None
-            if size == 0:
-                trailer_end = buf.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0:
-                    if len(buf) > MAX_HEAD:
-                        raise HttpError(f"the answer's trailers are longer than {MAX_HEAD} bytes")
-                    return  # the last CRLF (after any trailers) is still to come
-                del buf[: trailer_end + 4]
-                if buf:
-                    self._keep = False  # more than the chunks: do not reuse
-                self._complete(bytes(self._body))
-                return
-            if len(self._body) + size > MAX_BODY:
-                raise HttpError(f"the answer's body is longer than {MAX_BODY} bytes")
-            start = line_end + 2
-            if len(buf) < start + size + 2:
-                return
-            if buf[start + size : start + size + 2] != b"\r\n":
-                raise HttpError("a chunk of the answer does not end with CRLF")
-            self._body += buf[start : start + size]
-            del buf[: start + size + 2]
+    ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, else ``ALL_PROXY``; ``NO_PROXY``
+    (host names, domains, addresses, ``*``) and loopback hosts connect directly. A proxy
+    without a scheme is ``http://``; ``user:password@`` in it is sent as Basic proxy
+    authentication (to the proxy only).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in _LOOPBACK:
+        return None, None
+    proxies = urllib.request.getproxies_environment()
+    raw = proxies.get(parts.scheme) or proxies.get("all")
+    if not raw or urllib.request.proxy_bypass(host):
+        return None, None
+    proxy = URL(raw if "://" in raw else "http://" + raw)
+    if proxy.scheme != "http" or not proxy.host:
+        where = f"{proxy.scheme}://{proxy.host or ''}:{proxy.port or ''}"
+        return None, f"the {parts.scheme} proxy {where} is not supported: only http:// proxies are"
+    return proxy, None
 
 
-class HttpClient:
-    """POSTs to one URL over kept-alive HTTP/1.1 connections.
+def _detach_instrumentation(session: aiohttp.ClientSession) -> None:
+    """Remove the trace config ``opentelemetry-instrumentation-aiohttp-client`` adds to every
+    new session when the application instrumented aiohttp (its spans are suppressed for judge
+    calls anyway; this spares every request its callbacks)."""
+    module = sys.modules.get("opentelemetry.instrumentation.aiohttp_client")
+    instrumentor = getattr(module, "AioHttpClientInstrumentor", None)
+    uninstrument = getattr(instrumentor, "uninstrument_session", None)
+    if uninstrument is not None:
+        uninstrument(session)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class AiohttpTransport:
+    """POSTs to one URL through one aiohttp session; make it on the loop that will use it.
 
     Args:
         url: ``http://`` or ``https://`` URL, without a query.
         query: query parameters, appended to the URL.
-        headers: request headers sent with every request (``Host``, ``Content-Length`` and
-            ``Connection`` are the client's).
+        headers: request headers sent with every request.
+        concurrency: the most connections open at once (in use or idle).
+        max_body: the largest answer body accepted, in bytes after decompression.
         context: the TLS context for https; :func:`ssl_context` when None.
-        proxies: scheme → proxy URL; None reads the environment.
+
+    Raises:
+        ValueError: ``url`` is not an http(s) URL.
+        RuntimeError: no event loop is running.
     """
 
     def __init__(
@@ -284,187 +182,142 @@ class HttpClient:
         url: str,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        concurrency: int,
+        max_body: int,
         context: ssl.SSLContext | None = None,
-        proxies: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        self._tls = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._tls else 80)
-        default_port = parts.port is None or parts.port == (443 if self._tls else 80)
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        authority = host if default_port else f"{host}:{self._port}"
-        target = parts.path or "/"
+        tls = parts.scheme == "https"
+        self._server = f"{parts.hostname}:{parts.port or (443 if tls else 80)}"
+        self._url = URL(url)
         if query:
-            target += "?" + urlencode(dict(query))
-        self._authority = authority
-        self._tunnel = f"{host}:{self._port}"  # CONNECT's target always has the port
-        self._proxy_error: str | None = None
-        self._proxy = self._proxy_for(parts.scheme, proxies)
-        if self._proxy is not None and not self._tls:
-            target = f"http://{authority}{target}"  # absolute form, through an http proxy
-        lines = [f"POST {target} HTTP/1.1", f"Host: {authority}"]
-        for name, value in (headers or {}).items():
-            if name.lower() in ("host", "content-length", "connection", "transfer-encoding"):
-                continue
-            _check_header(name, value)
-            lines.append(f"{name}: {value}")
-        if self._proxy is not None and not self._tls and self._proxy[2]:
-            lines.append(f"Proxy-Authorization: {self._proxy[2]}")
-        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
-        self._context = (context or ssl_context()) if self._tls else None
-        self._idle: list[_Connection] = []
-        self._open: set[_Connection] = set()
-        self.is_closed = False
+            self._url = URL(f"{self._url}?{urlencode(dict(query))}", encoded=True)
+        self._proxy, self._proxy_error = proxy_for(url)
+        self._max_body = max_body
+        connector = aiohttp.TCPConnector(
+            limit=concurrency,
+            ssl=(context or ssl_context()) if tls else True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"Accept-Encoding": _ACCEPTED, **(headers or {})},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(),  # no aiohttp timeouts: post() has one deadline
+        )
+        _detach_instrumentation(self._session)
 
-    def _proxy_for(
-        self, scheme: str, proxies: Mapping[str, str] | None
-    ) -> tuple[str, int, str | None] | None:
-        """(host, port, Proxy-Authorization value) of the proxy to use, or None."""
-        if self._host in _LOOPBACK:
-            return None
-        if proxies is None:
-            proxies = urllib.request.getproxies_environment()
-            if proxies and urllib.request.proxy_bypass(self._host):
-                return None
-        url = proxies.get(scheme) or proxies.get("all")
-        if not url:
-            return None
-        parts = urlsplit(url if "://" in url else "http://" + url)
-        if parts.scheme != "http" or not parts.hostname:
-            self._proxy_error = (
-                f"the {scheme} proxy {parts.scheme}://{parts.hostname}:{parts.port or ''} "
-                "is not supported: only http:// proxies are"
-            )
-            return None
-        auth = None
-        if parts.username is not None:
-            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            auth = "Basic " + base64.b64encode(user.encode()).decode()
-        return parts.hostname, parts.port or 80, auth
+    @property
+    def is_closed(self) -> bool:
+        return self._session.closed
 
     async def post(self, body: bytes, timeout: float) -> Response:
-        """Send ``body``; the answer, whatever its status.
-
-        Raises:
-            HttpTimeout: no complete answer within ``timeout`` seconds.
-            HttpError: could not connect, the connection broke, or the answer is not HTTP.
-        """
-        if self.is_closed:
+        """Send ``body``; the answer, whatever its status (see :class:`Transport`)."""
+        if self._session.closed:
             raise HttpError("the HTTP client is closed")
-        data = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
-        try:
-            return await bounded(self._exchange(data), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise HttpTimeout(f"no answer within {timeout:.3g}s") from None
-
-    async def _exchange(self, data: bytes) -> Response:
-        loop = asyncio.get_running_loop()
-        while True:
-            conn = self._take()
-            if conn is None:
-                conn = await self._connect()
-            waiter: asyncio.Future[Response] = loop.create_future()
-            try:
-                conn.send(data, waiter)
-                response = await waiter
-            except _Stale:
-                # Only a reused connection is stale (the server closed it while idle): take
-                # the next one; fresh connections fail with HttpError, so this ends.
-                self._open.discard(conn)
-                continue
-            except BaseException:
-                conn.abort()  # timeout, cancellation, broken answer: never reuse it
-                self._open.discard(conn)
-                raise
-            if conn.closed:
-                self._open.discard(conn)
-            else:
-                self._idle.append(conn)
-            return response
-
-    def _take(self) -> _Connection | None:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-            self._open.discard(conn)
-        return None
-
-    async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        server = f"{self._host}:{self._port}"
         if self._proxy_error is not None:
             raise HttpError(self._proxy_error)
         try:
-            if self._proxy is None:
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    self._host,
-                    self._port,
-                    ssl=self._context,
-                    server_hostname=self._host if self._tls else None,
-                )
-            else:
-                conn = await self._connect_via_proxy()
-        except ssl.SSLError as exc:
-            raise HttpError(f"TLS with {server} failed: {exc}") from None
-        except OSError as exc:
-            raise HttpError(f"cannot connect to {server}: {exc}") from None
-        self._open.add(conn)
-        return conn
+            return await bounded(self._exchange(body), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise HttpTimeout(f"no answer within {timeout:.3g}s") from None
+        except aiohttp.ClientError as exc:
+            raise self._error(exc) from None
 
-    async def _connect_via_proxy(self) -> _Connection:
-        assert self._proxy is not None
-        loop = asyncio.get_running_loop()
-        host, port, auth = self._proxy
-        try:
-            transport, conn = await loop.create_connection(_Connection, host, port)
-        except OSError as exc:
-            raise HttpError(f"cannot connect to the proxy {host}:{port}: {exc}") from None
-        if not self._tls:
-            return conn  # plain http: requests go to the proxy in absolute form
-        lines = [f"CONNECT {self._tunnel} HTTP/1.1", f"Host: {self._tunnel}"]
-        if auth:
-            lines.append(f"Proxy-Authorization: {auth}")
-        waiter: asyncio.Future[Response] = loop.create_future()
-        conn.head_only = True
-        try:
-            conn.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), waiter)
-            answer = await waiter
-            if not 200 <= answer.status < 300:
-                raise HttpError(
-                    f"the proxy {host}:{port} refused a tunnel to {self._tunnel}: "
-                    f"HTTP {answer.status}"
+    async def _exchange(self, body: bytes) -> Response:
+        resent = False
+        while True:
+            try:
+                response = await self._session.post(
+                    self._url, data=body, proxy=self._proxy, allow_redirects=False
                 )
-            conn.head_only = False
-            assert self._context is not None
-            tls = await loop.start_tls(transport, conn, self._context, server_hostname=self._host)
-        except BaseException:
-            conn.abort()
-            raise
-        if tls is None:
-            raise HttpError(f"the proxy {host}:{port} closed the tunnel before TLS")
-        conn.transport = tls
-        conn.used = False
-        return conn
+            except aiohttp.ClientConnectorError:
+                raise
+            except aiohttp.ServerDisconnectedError as exc:
+                # A bare message: the connection closed before any byte of the answer.
+                if resent or not isinstance(exc.message, str):
+                    raise
+            except aiohttp.ClientOSError:
+                if resent:
+                    raise  # reset before the answer, again
+            else:
+                try:
+                    content = await self._read(response)
+                except BaseException:
+                    response.close()  # unread or too large: never reuse the connection
+                    raise
+                response.release()
+                return Response(response.status, response.headers, content)
+            resent = True
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_body
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise HttpAnswerError(
+                f"the answer from {self._server} has an unsupported Content-Encoding: "
+                f"{encoding[:40]!r} (asked for {_ACCEPTED})"
+            )
+        length = response.content_length
+        if length is not None and length > limit and encoding in ("", "identity"):
+            raise HttpAnswerError(
+                f"the answer from {self._server} has a Content-Length of {length}, "
+                f"over {limit} bytes"
+            )
+        chunks = []
+        total = 0
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
+            if total > limit:
+                coded = f" (decoded from {encoding})" if encoding else ""
+                raise HttpAnswerError(
+                    f"the answer from {self._server} is larger than {limit} bytes{coded}"
+                )
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _error(self, exc: aiohttp.ClientError) -> HttpError:
+        """The HttpError for what aiohttp raised, naming the server or the proxy."""
+        server = self._server
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return HttpError(f"TLS with {server} failed: {exc.certificate_error}")
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):
+            return HttpError(f"TLS with {server} failed: {exc.os_error}")
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return HttpError(f"cannot connect to the proxy {exc.host}:{exc.port}: {exc.os_error}")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return HttpError(f"cannot connect to {server}: {exc.os_error}")
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            proxy = f"{self._proxy.host}:{self._proxy.port}" if self._proxy else "the proxy"
+            return HttpError(
+                f"the proxy {proxy} refused a tunnel to {server}: HTTP {exc.status} {exc.message}"
+            )
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # aiohttp's parser refused the head (its "status" is not the server's)
+            problem = _one_line(exc.message)
+            return HttpAnswerError(f"the answer from {server} is not valid HTTP: {problem}")
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            problem = _one_line(getattr(exc.__cause__, "message", None) or str(exc))
+            return HttpAnswerError(f"the answer's body from {server} is broken: {problem}")
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            state = "unanswered" if isinstance(exc.message, str) else "in the middle of the answer"
+            return HttpError(f"{server} closed the connection {state}")
+        return HttpError(f"the exchange with {server} failed: {exc}")
 
     async def aclose(self) -> None:
-        """Close every connection; later requests fail."""
-        self.is_closed = True
-        for conn in list(self._open):
-            if conn.transport is not None:
-                conn.transport.close()
-        self._open.clear()
-        self._idle.clear()
+        """Close every connection; later posts fail."""
+        await self._session.close()
 
-
-def _check_header(name: str, value: str) -> None:
-    if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
-        raise ValueError(f"invalid HTTP header {name!r}: names and values cannot hold CR or LF")
-    try:
-        (name + value).encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"HTTP header {name!r} is not latin-1 text") from None
+    def forget(self) -> None:
+        """Drop the session without closing anything: in a forked child, whose connections
+        and event loop are the parent's (closing them would write TLS close-notify alerts into
+        the parent's connections and unregister its sockets from the epoll set that both
+        processes share). Later posts fail."""
+        connector = self._session.connector
+        self._session.detach()
+        if connector is not None:
+            # Keeps BaseConnector.__del__ from closing the parent's transports when this is
+            # collected; aiohttp has no public way to abandon a connector.
+            connector._closed = True

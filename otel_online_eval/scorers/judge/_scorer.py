@@ -13,12 +13,13 @@ One call, in order (every wait bounded by the scorer's overall ``timeout_s``):
 5. the verdict becomes a :class:`~otel_online_eval.Score`: the choice's score, the choice as
    label, the reasons as explanation, the judge model and token usage as metadata.
 
-The HTTP client (:class:`~otel_online_eval.scorers.judge._http.HttpClient`, kept-alive
-HTTP/1.1 on raw sockets) and the concurrency semaphore belong to the event loop
-that runs the scorer, made on first use; the client is closed when that loop shuts down its
-async generators (as the engine's loop and ``asyncio.run`` do), or by :meth:`LLMJudge.aclose`.
-Judge requests run with OpenTelemetry instrumentation suppressed, and the client opens raw
-sockets that no HTTP instrumentation wraps, so judge calls are never traced back into the
+The HTTP transport (:class:`~otel_online_eval.scorers.judge._http.AiohttpTransport`, an
+aiohttp session with at most ``concurrency`` connections) and the concurrency semaphore belong
+to the event loop that runs the scorer, made on first use; the transport is closed when that
+loop shuts down its async generators (as the engine's loop and ``asyncio.run`` do), or by
+:meth:`LLMJudge.aclose`. In a forked child the parent's transports are forgotten, never closed
+(their connections are the parent's), and the child makes its own. Judge requests run with
+OpenTelemetry instrumentation suppressed, so judge calls are never traced back into the
 application's pipeline.
 """
 
@@ -26,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,13 @@ from otel_online_eval.scorers.judge._client import (
     usage_of,
 )
 from otel_online_eval.scorers.judge._config import JudgeConfig
-from otel_online_eval.scorers.judge._http import HttpClient, HttpError, HttpTimeout
+from otel_online_eval.scorers.judge._http import (
+    AiohttpTransport,
+    HttpAnswerError,
+    HttpError,
+    HttpTimeout,
+    Transport,
+)
 from otel_online_eval.scorers.judge._limits import (
     CircuitBreaker,
     HourlyBudget,
@@ -92,20 +100,66 @@ class JudgeSkipped(ScorerSkipped):
 
 
 class _LoopState:
-    """What belongs to one event loop: the HTTP client and the concurrency semaphore."""
+    """What belongs to one event loop: the HTTP transport and the concurrency semaphore."""
 
-    def __init__(self, client: HttpClient, concurrency: int) -> None:
-        self.client = client
+    def __init__(self, transport: Transport, concurrency: int) -> None:
+        self.transport = transport
         self.semaphore = asyncio.Semaphore(concurrency)
-        self.owner: AsyncIterator[None] | None = None
+        self.owner: AsyncGenerator[None, None] | None = None
 
 
-async def _own(client: HttpClient) -> AsyncIterator[None]:
-    """Suspended for the loop's life; ``loop.shutdown_asyncgens()`` closes it, and the client."""
+async def _own(
+    loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState],
+    loop: asyncio.AbstractEventLoop,
+    state: _LoopState,
+) -> AsyncGenerator[None, None]:
+    """Suspended for the loop's life; ``loop.shutdown_asyncgens()`` closes it, and the
+    transport. (The state refers to its loop, so the entry would otherwise never leave the
+    weak dictionary.)"""
     try:
         yield
     finally:
-        await client.aclose()
+        if loops.get(loop) is state:
+            del loops[loop]
+        await state.transport.aclose()
+
+
+def _finish_now(owner: AsyncGenerator[None, None]) -> None:
+    """Run ``owner``'s ``finally`` here, without a loop: it must not wait for anything (its
+    transport was forgotten), and a finished generator is not handed to the loop's finalizer
+    when it is collected."""
+    closing = owner.aclose()
+    try:
+        closing.send(None)
+    except StopIteration:
+        return
+    closing.close()  # pragma: no cover - it wanted to wait: give up
+
+
+def _call_if_alive(ref: weakref.WeakMethod[Callable[[], None]]) -> None:
+    method = ref()
+    if method is not None:
+        method()
+
+
+def default_transport(config: JudgeConfig) -> Transport:
+    """The judge's transport for ``config``: aiohttp, with the endpoint's headers and bounds
+    (made on the loop that will use it)."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": f"otel-online-eval/{_VERSION}",
+    }
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    headers.update(config.headers)
+    return AiohttpTransport(
+        config.endpoint,
+        config.query,
+        headers,
+        concurrency=config.limits.concurrency,
+        max_body=config.limits.max_response_bytes,
+    )
 
 
 class LLMJudge:
@@ -116,6 +170,8 @@ class LLMJudge:
         config: endpoint, model, request options and limits.
         prompt: the template, bound to the values it reads.
         rng: random source for backoff jitter (tests pass a seeded one).
+        transport: makes the HTTP transport of one event loop, on that loop;
+            :func:`default_transport` (aiohttp) when None.
     """
 
     def __init__(
@@ -124,6 +180,7 @@ class LLMJudge:
         config: JudgeConfig,
         prompt: Prompt,
         rng: random.Random | None = None,
+        transport: Callable[[JudgeConfig], Transport] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -155,7 +212,11 @@ class LLMJudge:
         self._secrets = tuple(
             s for s in (config.api_key, *config.headers.values()) if s and len(s) >= 4
         )
+        self._transport = transport or default_transport
         self.stats = JudgeStats()
+        if hasattr(os, "register_at_fork"):
+            forget = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(forget))
 
     def __repr__(self) -> str:
         return (
@@ -169,31 +230,29 @@ class LLMJudge:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = _LoopState(self._make_client(), self.config.limits.concurrency)
+            state = _LoopState(self._transport(self.config), self.config.limits.concurrency)
             self._loops[loop] = state
-            owner = _own(state.client)
+            owner = _own(self._loops, loop, state)
             await owner.__anext__()  # registers it with the loop's async-generator hooks
             state.owner = owner
         return state
 
-    def _make_client(self) -> HttpClient:
-        cfg = self.config
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"otel-online-eval/{_VERSION}",
-        }
-        if cfg.api_key:
-            headers["Authorization"] = f"Bearer {cfg.api_key}"
-        headers.update(cfg.headers)
-        return HttpClient(cfg.endpoint, cfg.query, headers)
-
     async def aclose(self) -> None:
-        """Close this loop's HTTP client (the loop's shutdown does it too)."""
+        """Close this loop's HTTP transport (the loop's shutdown does it too)."""
         loop = asyncio.get_running_loop()
         state = self._loops.pop(loop, None)
         if state is not None:
-            await state.client.aclose()
+            await state.transport.aclose()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's loops do not run here, and their connections are the parent's: forget
+        # them, touching nothing; the child's loops make their own transports.
+        states = list(self._loops.values())
+        self._loops.clear()
+        for state in states:
+            state.transport.forget()
+            if state.owner is not None:
+                _finish_now(state.owner)
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -322,10 +381,16 @@ class LLMJudge:
                 raise ScorerError(f"no time left for attempt {attempt + 1} within the timeout")
             self.stats.requests += 1
             try:
-                response = await state.client.post(body, timeout)
+                response = await state.transport.post(body, timeout)
             except HttpTimeout:
                 error = AttemptError(
                     f"no answer from {cfg.endpoint} within {timeout:.3g}s",
+                    retryable=True,
+                    counts_for_circuit=True,
+                )
+            except HttpAnswerError as exc:
+                error = AttemptError(
+                    f"bad answer from {cfg.endpoint}: {self._scrub(str(exc))}",
                     retryable=True,
                     counts_for_circuit=True,
                 )
