@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_online_eval.emit import SCORER_ATTR
+from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.rules import Rule, Stage
 from otel_online_eval.sidecar.protoview import ProtoSpanView
 from otel_online_eval.tools._common import (
@@ -234,6 +235,7 @@ def _explain_one(
         "input_messages": len(g.input_messages),
         "output_messages": len(g.output_messages),
         "tool_calls": [c.name for c in g.tool_calls],
+        "no_content": no_content(v),
     }
     return {
         "span": span,
@@ -277,6 +279,9 @@ def _rule_doc(rule: Rule, view: ProtoSpanView, evals: list[_EvalSeen]) -> dict[s
             doc["verdict"] = f"sampled out: {decision.reason} ({also})"
         elif not filt.matched:
             doc["verdict"] = f"filter false: {filt.detail}"
+            missing = no_content(view)
+            if missing is not None:
+                doc["verdict"] += f" (no prompt or answer on the span: {missing})"
         else:
             rate = "1" if rule.rate is None else f"{rule.rate:g}"
             clause = "filter true" if rule.filter is not None else "no filter"
@@ -352,6 +357,12 @@ def _print_text(doc: dict[str, Any]) -> None:
             print(f"  {key:<7} {json.dumps(value, ensure_ascii=False)}{extra}")
     if x["tool_calls"]:
         print(f"  tool calls: {', '.join(x['tool_calls'])}")
+    if x["no_content"] is not None:
+        print(
+            f"  no prompt or answer: the span looks like a GenAI operation ({x['no_content']}) "
+            "but carries neither, so its rules' scorers have nothing to score."
+        )
+        print(f"  {CONTENT_CAPTURE_HINT}")
     print()
     print("rules")
     width = max((len(r["rule"]) for r in doc["rules"]), default=4)

@@ -17,7 +17,8 @@ from typing import Any
 
 from otel_online_eval.emit import EvalResult, Target
 from otel_online_eval.engine import Engine, EvalFuture
-from otel_online_eval.rules import Decision, Rule, ScorerUse
+from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
+from otel_online_eval.rules import Decision, Rule, ScorerUse, Stage
 from otel_online_eval.tools._common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -63,6 +64,7 @@ class _Row:
     future: EvalFuture[EvalResult] | None = None
     deadline_s: float = 0.0
     stuck: str | None = None
+    no_content: str | None = None  # the GenAI marker of a span without prompt or answer
 
     @property
     def outcome(self) -> str:
@@ -71,11 +73,15 @@ class _Row:
 
     def detail(self) -> str:
         d = self.decision
+        missing = (
+            f"no prompt or answer on the span ({self.no_content}): content capture off?"
+            if self.no_content is not None
+            else None
+        )
         if not d.matched:
-            if d.detail:
-                return d.detail
-            return d.reason
-        parts = []
+            why = d.detail or d.reason
+            return f"{missing}; {why}" if missing else why
+        parts = [missing] if missing else []
         r = self.result
         if self.stuck is not None:
             parts.append(f"ERROR {self.stuck}")
@@ -107,6 +113,7 @@ class _Row:
             "stage": d.stage.value if d.stage is not None else None,
             "reason": d.reason,
             "detail": d.detail,
+            "no_content": self.no_content,
         }
         if d.matched:
             r = self.result
@@ -210,6 +217,7 @@ def run_test(args: argparse.Namespace) -> int:
         "not_selected": outcomes["not selected"],
         "sampled_out": outcomes["sampled out"],
         "filter_false": outcomes["filter false"],
+        "no_content": sum(1 for row in rows if row.no_content is not None),
         "eval_spans_ignored": evals_ignored,
         "bad_input_skipped": printer.count,
     }
@@ -243,6 +251,8 @@ def _decide(rule: Rule, fs: FileSpan, ignore_sampling: bool, no_llm: bool) -> _R
         str(fs.where),
         decision,
     )
+    if decision.matched or decision.stage is Stage.FILTER:
+        row.no_content = no_content(view)
     if decision.matched:
         for use in rule.scorers:
             if use.sampling == 0 or (
@@ -321,6 +331,12 @@ def _print_text(
     if summary["eval_spans_ignored"]:
         line += f" ({summary['eval_spans_ignored']} eval span(s) in the input not considered)"
     print(line, file=out)
+    if summary["no_content"]:
+        print(
+            f"{summary['no_content']} span(s) look like GenAI operations but carry no prompt or "
+            f"answer, so there is nothing to score. {CONTENT_CAPTURE_HINT}",
+            file=out,
+        )
     if len(stats):
         print(file=out)
         print(
