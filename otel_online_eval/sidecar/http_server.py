@@ -11,11 +11,13 @@ overloaded or draining, 500 if handling fails unexpectedly. Errors carry a ``goo
 in the request's encoding. aiohttp's parser answers 400 to malformed heads (a ``Content-Length``
 that is not digits, two different ones, bad chunked framing) and closes the connection.
 
-One thread (``otlp-http``) runs an asyncio loop. It accepts at most ``max_connections``
-connections at a time; the next ones wait in the listen backlog until one closes. A connection
-that sends no complete head within ``read_timeout_s`` (of connecting, or of its previous answer)
-is closed. Requests are handled on the loop: decoding and routing one is CPU work under the GIL
-(about 1 ms per 512 spans), and a hop to another thread measured slower (benchmarks/README.md).
+Four threads (``otlp-http_0`` to ``_3``) each run an asyncio loop. The first accepts at most
+``max_connections`` connections at a time (the next ones wait in the listen backlog until one
+closes) and hands each to the loop serving the fewest. A connection that sends no complete head
+within ``read_timeout_s`` (of connecting, or of its previous answer) is closed. Requests are
+handled on their loop: decoding and routing one is CPU work under the GIL (about 1 ms per 512
+spans); a hop to a thread pool measured more CPU per span, and a single loop too small a share
+of the GIL against the engine's thread (benchmarks/README.md, HTTP).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ __all__ = ["STATUSES", "HttpReceiver"]
 logger = logging.getLogger(__name__)
 
 STATUSES = frozenset({200, 400, 401, 404, 405, 408, 413, 415, 417, 500, 503, 505})
-"""Every status the receiver answers with (aiohttp's parser adds only 400s of its own)."""
+"""Every status the receiver answers with (aiohttp's parser adds only 400s of its own); the
+README's table says when."""
 
 _TYPES = {"application/x-protobuf": "protobuf", "application/json": "json"}
 _GZIP = 16 + zlib.MAX_WBITS
@@ -301,15 +304,19 @@ class _Loop:
                 ssl=tls,
                 ssl_handshake_timeout=self.receiver.config.read_timeout_s if tls else None,
             )
-        except (OSError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        except BaseException as exc:
             # No connection was made (a failed or late TLS handshake): its slot is free again.
             conn.close()
             self.connection_closed()
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, Exception):  # cancelled: the receiver is stopping
                 raise
             host = peer[0] if isinstance(peer, tuple) else peer
-            kind = f"tls {getattr(exc, 'reason', None) or type(exc).__name__}"
-            self.receiver.log(logging.WARNING, kind, "TLS error with HTTP client %s: %s", host, exc)
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            if tls is None:
+                what = "Cannot serve an HTTP connection from %s: %s"
+            else:
+                what = "TLS error with HTTP client %s: %s"
+            self.receiver.log(logging.WARNING, f"connect {reason}", what, host, exc)
 
     def connection_closed(self) -> None:
         """A connection of this loop ended: its slot is free for the next one."""
@@ -431,6 +438,9 @@ class HttpReceiver:
             worker.loop.call_soon_threadsafe(worker.loop.stop)
         for worker in running:
             worker.thread.join(max(0.1, deadline - time.monotonic()))
+        for worker in self._loops:
+            if worker.thread.ident is None:  # never started: its loop is ours to close
+                worker.loop.close()
         self._helpers.shutdown(wait=False)
 
     # -- connections ---------------------------------------------------------------------------
