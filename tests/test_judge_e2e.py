@@ -3,6 +3,7 @@ file:line, and judge HTTP calls that never trace themselves back into the evalua
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
@@ -396,3 +397,80 @@ def test_judge_http_calls_are_not_traced_even_with_httpx_instrumented(
         assert scored == {"chat"}
         assert len(score_spans(evals)) == 3
         assert len(server.requests) == 3
+
+
+def test_judge_http_calls_are_not_traced_even_with_aiohttp_instrumented(
+    tmp_path: Path, server: FakeOpenAI
+) -> None:
+    """The judge's transport is aiohttp: with the application's aiohttp client instrumented,
+    the application's own calls are traced and the judge's are not."""
+    aiohttp = pytest.importorskip("aiohttp")
+    instrumentation = pytest.importorskip("opentelemetry.instrumentation.aiohttp_client")
+
+    async def app_call() -> int:
+        async with aiohttp.ClientSession() as session:
+            url = server.base_url + "/chat/completions"
+            async with session.post(url, json={"model": "app"}) as response:
+                await response.read()
+                return response.status
+
+    server.script(tool_call("select_choice", {"reasons": "r", "choice": "relevant"}))
+    text_ = config_text(server.base_url).replace("    apply_to: {span_names: [chat]}\n", "")
+    app = InMemorySpanExporter()
+    instrumentor = instrumentation.AioHttpClientInstrumentor()
+    with processor_for(tmp_path, text_) as (provider, processor, evals):
+        provider.add_span_processor(SimpleSpanProcessor(app))
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            # The instrumentation works: the application's own aiohttp call is traced...
+            assert asyncio.run(app_call()) == 200
+            assert processor.force_flush(10_000)
+            (client_span,) = app.get_finished_spans()
+            assert client_span.name == "POST"
+            app.clear()
+            evals.clear()
+            server.requests.clear()
+            # ...but the judge's calls are not.
+            tracer = provider.get_tracer("app")
+            for _ in range(3):
+                with tracer.start_as_current_span("chat", attributes=chat_attrs()):
+                    pass
+            assert processor.force_flush(10_000)
+        finally:
+            instrumentor.uninstrument()
+        assert [s.name for s in app.get_finished_spans()] == ["chat"] * 3
+        assert len(score_spans(evals)) == 3
+        assert all(s.status.status_code is not StatusCode.ERROR for s in score_spans(evals))
+        assert len(server.requests) == 3
+
+
+def test_the_judges_session_drops_the_aiohttp_instrumentation_even_without_suppression(
+    server: FakeOpenAI,
+) -> None:
+    """Called outside the engine (no suppression in the context), the transport still makes no
+    span: it removes the instrumentation's trace config from its session."""
+    instrumentation = pytest.importorskip("opentelemetry.instrumentation.aiohttp_client")
+    from otel_online_eval.scorers.judge._http import AiohttpTransport
+
+    app = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(app))
+    instrumentor = instrumentation.AioHttpClientInstrumentor()
+
+    async def post() -> int:
+        transport = AiohttpTransport(
+            server.base_url + "/chat/completions", concurrency=1, max_body=1 << 20
+        )
+        try:
+            return (await transport.post(b'{"model": "m"}', 5)).status
+        finally:
+            await transport.aclose()
+
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        assert asyncio.run(post()) == 200
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    assert app.get_finished_spans() == ()
+    assert len(server.requests) == 1
