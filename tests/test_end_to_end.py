@@ -211,6 +211,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "export",
         "genai",
         "metrics",
+        "otlp",
         "otlp_json",
         "processor",
         "query",

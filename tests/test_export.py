@@ -256,16 +256,17 @@ def test_decode_request_dict_leaves_its_argument_alone(spans: list[ReadableSpan]
     [
         ("not json", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
-        ('{"resourceSpans": 3}', "not an OTLP/JSON trace request"),
+        ('{"resourceSpans": 3}', "resourceSpans: must be an array, got 3"),
         (
             # base64, as a plain protobuf JSON printer would write it
             '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA=="}]}]}]}',
-            "resourceSpans[0].scopeSpans[0].spans[0].traceId: expected 32 hex digits, "
-            "got 'W47/95gDgQPSabYzgT/GDA=='",
+            "resourceSpans[0].scopeSpans[0].spans[0].traceId: trace_id must be 32 hex digits "
+            "(got 'W47/95gDgQPSabYzgT/GDA==')",
         ),
         (
             '{"resourceSpans":[{"scopeSpans":[{"spans":[{"links":[{"spanId":"abc"}]}]}]}]}',
-            "resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: expected 16 hex digits",
+            "resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: span_id must be 16 hex "
+            "digits",
         ),
     ],
 )

@@ -21,7 +21,7 @@ from otel_online_eval.genai import (
     ToolResult,
     extract,
 )
-from otel_online_eval.sidecar.protoview import ProtoSpanView, SharedResource
+from otel_online_eval.otlp import ProtoSpanView, SharedResource
 from otel_online_eval.spanview import EventView, SpanView
 from tests.spans import make_span, view
 

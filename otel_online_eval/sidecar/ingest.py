@@ -28,10 +28,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_online_eval.emit import RULE_ATTR, SCOPE
-from otel_online_eval.otlp_json import decode_request_json
+from otel_online_eval.otlp import ProtoSpanView, SharedResource, decode_request_json
 from otel_online_eval.rules import LOCAL_PARENT, NO_PARENT, REMOTE_PARENT
 from otel_online_eval.sampling import shared_hash
-from otel_online_eval.sidecar.protoview import ProtoSpanView, SharedResource
 
 if TYPE_CHECKING:
     from otel_online_eval.engine import Engine, Route

@@ -36,10 +36,10 @@ from otel_online_eval.config import OnlineEvalConfig
 from otel_online_eval.emit import SCORER_ATTR, Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, Route
 from otel_online_eval.export import OtlpJsonFileExporter, build_exporter
+from otel_online_eval.otlp import ProtoSpanView, encode_spans_json
 from otel_online_eval.query import CompiledFilter, compile_filter
 from otel_online_eval.rules import ApplyTo, Rule, ScorerUse
 from otel_online_eval.sampling import shared_hash
-from otel_online_eval.sidecar.protoview import ProtoSpanView
 from otel_online_eval.tools._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -52,7 +52,6 @@ from otel_online_eval.tools._common import (
     pick_rules,
     reader_for,
 )
-from otel_online_eval.tools._jsonout import encode_spans_json
 from otel_online_eval.tools._sinks import BlockingBatchProcessor, CountingSink
 from otel_online_eval.tools._stats import StatsTable
 from otel_online_eval.tools._text import (

@@ -16,8 +16,8 @@ from typing import Any
 
 from otel_online_eval.emit import SCORER_ATTR
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
+from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule, Stage
-from otel_online_eval.sidecar.protoview import ProtoSpanView
 from otel_online_eval.tools._common import (
     EXIT_OK,
     EXIT_PARTIAL,

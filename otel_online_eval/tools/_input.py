@@ -19,7 +19,7 @@ Unknown fields are ignored, as the OTLP specification asks of receivers: a file 
 newer OpenTelemetry version still reads. A line that is valid JSON but holds logs or metrics
 (``resourceLogs``, ``resourceMetrics``, ...) is skipped and counted; a JSON object with none of
 the top-level keys of a telemetry request is an error, as is a span whose ids are not 16 / 8
-bytes.
+bytes (:func:`otel_online_eval.otlp.span_ids_problem` says what is wrong).
 
 Errors carry the place: ``file:line[:column]`` for JSON, ``file: message N (byte X)`` for
 protobuf. Without ``keep_going`` the first one is raised as :class:`InputError`; with it, each
@@ -43,8 +43,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_online_eval._errors import OnlineEvalError
 from otel_online_eval.emit import RULE_ATTR, SCOPE
-from otel_online_eval.sidecar.protoview import ProtoSpanView, SharedResource
-from otel_online_eval.tools._fastjson import decode
+from otel_online_eval.otlp import (
+    ProtoSpanView,
+    SharedResource,
+    decode_request_dict,
+    span_ids_problem,
+)
 
 __all__ = ["FileSpan", "InputError", "SpanReader", "Where"]
 
@@ -314,9 +318,9 @@ class SpanReader:
                 )
                 return None
         try:
-            request = decode(data)
-        except (ValueError, RecursionError) as exc:
-            self._fail(where, str(exc))
+            request = decode_request_dict(data)
+        except ValueError as exc:
+            self._fail(where, f"not an OTLP/JSON trace request: {exc}")
             return None
         self.records += 1
         return request
@@ -458,14 +462,7 @@ def _varint_frames(data: bytes) -> tuple[list[tuple[int, bytes]], tuple[int, str
 
 
 def _bad_ids(span: Any) -> str | None:
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_id) != 16 or not any(trace_id):
-        return f"traceId must be 16 bytes, not all zero (got {len(trace_id)} bytes)"
-    if len(span_id) != 8 or not any(span_id):
-        return f"spanId must be 8 bytes, not all zero (got {len(span_id)} bytes)"
-    if parent and len(parent) != 8:
-        return f"parentSpanId must be empty or 8 bytes (got {len(parent)} bytes)"
-    return None
+    return span_ids_problem(span.trace_id, span.span_id, span.parent_span_id)
 
 
 def _walk(root: str) -> Iterator[str]:

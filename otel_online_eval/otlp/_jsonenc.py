@@ -1,12 +1,16 @@
-"""Eval spans as OTLP/JSON lines, fast: the file exporter ``score --out`` writes with.
+"""SDK spans as OTLP/JSON: the one encoder, for the ``file`` exporter and ``score --out``.
 
-:func:`otel_online_eval.otlp_json.encode_spans_json` encodes through the SDK's protobuf encoder
-and protobuf's ``json_format`` (about 180 µs per span); a backfill writes hundreds of thousands
-of eval spans, so :func:`encode_spans_dict` builds the same JSON object directly from the SDK
-spans (about 10 µs per span). The output is the same, object for object: same grouping by
-resource then scope, same fields left out when empty, ids in hex, 64-bit integers as strings,
-enums as integers (the tests compare the two). ``score --out`` hands it to
-:class:`~otel_online_eval.exporters.OtlpJsonFileExporter` as its encoder.
+:func:`encode_spans_dict` builds the JSON object of an ``ExportTraceServiceRequest`` straight
+from ``ReadableSpan``s (about 10 µs per span; through the SDK's protobuf encoder and protobuf's
+``json_format`` it costs about 180 µs). The output is what that library path writes, object for
+object (tests/test_otlp_json.py compares them): grouped by resource then scope as the SDK's
+``encode_spans`` groups them, empty fields left out, ids in lower-case hex, 64-bit integers as
+decimal strings, enums as integers, ``bytes`` as base64, lowerCamelCase names. Attribute values
+the SDK cannot encode (an int outside int64, an object of another type) are dropped as the SDK
+drops them, and logged; a lone surrogate in a string (not valid Unicode, so not writable as
+UTF-8) is replaced by U+FFFD in the line :func:`encode_spans_json` returns.
+
+:func:`request_to_dict` is the same mapping for a protobuf request, through ``json_format``.
 """
 
 from __future__ import annotations
@@ -15,18 +19,29 @@ import base64
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["encode_spans_dict", "encode_spans_json"]
+__all__ = [
+    "encode_spans_dict",
+    "encode_spans_json",
+    "request_to_dict",
+    "request_to_json",
+]
 
 logger = logging.getLogger(__name__)
 
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _KIND = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -37,6 +52,8 @@ def _value(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, int):
+        if not _I64_MIN <= value <= _I64_MAX:
+            raise TypeError(f"{value} is outside int64")
         return {"intValue": str(value)}
     if isinstance(value, float):
         if math.isnan(value):
@@ -85,8 +102,8 @@ def _attributes(attrs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 continue
         try:
             encoded = _kv(key, value)
-        except TypeError:
-            logger.exception("Cannot encode attribute %s", key)
+        except TypeError as exc:
+            logger.warning("Cannot encode attribute %r: %s; it is left out.", key, exc)
             continue
         if cacheable:
             if len(cache) >= _CACHE_SIZE:
@@ -171,8 +188,14 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
 
 
 def encode_spans_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """SDK spans as an OTLP/JSON ``ExportTraceServiceRequest`` object, grouped by resource and
-    instrumentation scope (the same object as ``otlp_json.encode_spans_dict``)."""
+    """Encode SDK spans as an OTLP/JSON ``ExportTraceServiceRequest`` object.
+
+    Args:
+        spans: ended SDK spans, from any number of resources and scopes.
+
+    Returns:
+        A JSON-ready dict: ``{"resourceSpans": [...]}`` (``{}`` for no spans).
+    """
     groups: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
     for span in spans:
         scopes = groups.setdefault(span.resource, {})
@@ -206,5 +229,38 @@ def encode_spans_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
 
 
 def encode_spans_json(spans: Sequence[ReadableSpan]) -> str:
-    """One compact OTLP/JSON line (no newline)."""
-    return json.dumps(encode_spans_dict(spans), separators=(",", ":"), ensure_ascii=False)
+    """Encode SDK spans as one compact OTLP/JSON line (without the trailing newline)."""
+    return _dumps(encode_spans_dict(spans))
+
+
+def request_to_dict(request: ExportTraceServiceRequest) -> dict[str, Any]:
+    """Convert a protobuf ``ExportTraceServiceRequest`` to its OTLP/JSON object."""
+    data: dict[str, Any] = json_format.MessageToDict(
+        request, preserving_proto_field_name=False, use_integers_for_enums=True
+    )
+    for rs in data.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                _hex_ids(span)
+                for link in span.get("links", ()):
+                    _hex_ids(link)
+    return data
+
+
+def request_to_json(request: ExportTraceServiceRequest) -> str:
+    """Convert a protobuf ``ExportTraceServiceRequest`` to one compact OTLP/JSON line."""
+    return _dumps(request_to_dict(request))
+
+
+def _hex_ids(obj: dict[str, Any]) -> None:
+    for key in _ID_FIELDS:
+        if key in obj:
+            obj[key] = base64.b64decode(obj[key]).hex()
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    # Compact and UTF-8 like the Collector; NaN and the infinities are strings already.
+    line = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if not line.isascii() and _SURROGATE.search(line):
+        line = _SURROGATE.sub("\ufffd", line)
+    return line
