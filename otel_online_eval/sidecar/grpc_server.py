@@ -166,6 +166,8 @@ def _respond(
 ) -> bytes:
     if result.status == "invalid":
         abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
+    if result.status == "internal":  # a defect of ours, logged by Ingest: not retryable
+        abort(grpc.StatusCode.INTERNAL, result.message)
     if result.status == "unavailable":
         delay = result.retry_after_s or 1.0
         set_trailers(_retry_trailer(grpc.StatusCode.UNAVAILABLE, result.message, delay))

@@ -702,6 +702,8 @@ def _error(
 def _answer(result: IngestResult, fmt: str) -> web.Response:
     if result.status == "invalid":
         return _error(400, result.message, fmt)
+    if result.status == "internal":  # a defect of ours, logged by Ingest: not retryable
+        return _error(500, result.message, fmt)
     if result.status == "unavailable":
         delay = max(1, round(result.retry_after_s or 1))
         return _error(503, result.message, fmt, {"Retry-After": str(delay)})

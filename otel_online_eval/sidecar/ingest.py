@@ -11,15 +11,22 @@
    hash of the trace id) and submit the few that some rule may sample to the engine, as copies
    (with a copy of their resource) so that the request is freed when its handler returns. Spans
    in the eval scope (``otel_online_eval``), or carrying the eval marker attribute, are never
-   evaluated.
+   evaluated. The routes' ``seen`` counts are added only now, once the request is accepted: a
+   refused request changes no count but the refusal's, however often the client retries it.
+
+:meth:`Ingest.handle` never raises. An undecodable body is ``invalid`` (400 /
+INVALID_ARGUMENT) with a message naming the problem; anything else that goes wrong is
+``internal`` (500 / INTERNAL, which clients do not retry), logged (rate-limited) and counted.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
@@ -27,27 +34,42 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otel_online_eval._ratelog import RateLimitedLog
 from otel_online_eval.emit import RULE_ATTR, SCOPE
-from otel_online_eval.otlp import ProtoSpanView, SharedResource, decode_request_json
+from otel_online_eval.otlp import (
+    ProtoSpanView,
+    SharedResource,
+    decode_request_json,
+    span_ids_problem,
+)
 from otel_online_eval.rules import LOCAL_PARENT, NO_PARENT, REMOTE_PARENT
 from otel_online_eval.sampling import shared_hash
 
 if TYPE_CHECKING:
     from otel_online_eval.engine import Engine, Route
     from otel_online_eval.genai import ExtractSettings
+    from otel_online_eval.metrics import Tally
     from otel_online_eval.sidecar.shipper import Shipper
 
 __all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
+
+logger = logging.getLogger(__name__)
 
 _EVAL_SCOPE = SCOPE.name
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _REMOTE_FLAGS = 0x300  # HAS_IS_REMOTE | IS_REMOTE
+_MAX_MESSAGE = 1000  # characters of a refusal's message
 
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """``status``: ``ok`` (maybe with rejected spans), ``invalid`` or ``unavailable``."""
+    """What became of one request.
+
+    ``status``: ``ok`` (maybe with rejected spans), ``invalid`` (undecodable: 400 /
+    INVALID_ARGUMENT), ``unavailable`` (retry later: 503 / UNAVAILABLE, ``retry_after_s``) or
+    ``internal`` (a defect of ours, logged: 500 / INTERNAL, not retried by clients).
+    """
 
     status: str
     accepted: int = 0
@@ -92,14 +114,21 @@ def make_proto_view(
 
 
 def _bad_ids(span: Span) -> str | None:
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-        return f"trace_id must be 16 bytes, not all zero (got {len(trace_id)} bytes)"
-    if len(span_id) != 8 or span_id == _ZERO_SPAN:
-        return f"span_id must be 8 bytes, not all zero (got {len(span_id)} bytes)"
-    if parent and len(parent) != 8:
-        return f"parent_span_id must be empty or 8 bytes (got {len(parent)} bytes)"
-    return None
+    return span_ids_problem(span.trace_id, span.span_id, span.parent_span_id)
+
+
+def _add(tally: Tally, n: int) -> None:
+    """Bump ``tally`` ``n`` times in one C-level loop (each bump atomic under the GIL)."""
+    deque(starmap(tally.add, repeat((), n)), maxlen=0)
+
+
+def _safe(message: str) -> str:
+    """A refusal's message as valid UTF-8 text of bounded length (clients' bytes end up in it)."""
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
+    if not message.isascii():
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message
 
 
 class Ingest:
@@ -116,6 +145,7 @@ class Ingest:
         self.forwarder = forwarder
         self.stats = stats
         self.closed = False
+        self._log = RateLimitedLog(logger)
         # Requests being handled, by the engine they started with: a replaced engine is shut
         # down only once they have all submitted to it (see wait_idle).
         self._active: Counter[Engine] = Counter()
@@ -127,7 +157,24 @@ class Ingest:
             return self._active_cond.wait_for(lambda: engine not in self._active, timeout_s)
 
     def handle(self, body: bytes, fmt: str) -> IngestResult:
-        """Process one request body; ``fmt`` is ``protobuf`` or ``json``."""
+        """Process one request body; ``fmt`` is ``protobuf`` or ``json``. Never raises."""
+        try:
+            return self._decode_and_handle(body, fmt)
+        except Exception:  # a defect: answer it (500 / INTERNAL) rather than drop the connection
+            self.stats.add(0, 0, "internal_error")
+            self._log(
+                logging.ERROR,
+                "internal",
+                "Internal error while handling a %s export request of %d bytes.",
+                fmt,
+                len(body),
+                exc_info=True,
+            )
+            return IngestResult(
+                "internal", message="internal error while handling the request (it is logged)"
+            )
+
+    def _decode_and_handle(self, body: bytes, fmt: str) -> IngestResult:
         if self.closed:
             return IngestResult(
                 "unavailable", message="the receiver is shutting down", retry_after_s=1.0
@@ -140,7 +187,9 @@ class Ingest:
         except (DecodeError, ValueError, RecursionError) as exc:
             kind = "OTLP/JSON" if fmt == "json" else "protobuf"
             self.stats.add(0, 0, "invalid")
-            return IngestResult("invalid", message=f"cannot decode the {kind} request: {exc}")
+            return IngestResult(
+                "invalid", message=_safe(f"cannot decode the {kind} request: {exc}")
+            )
 
         engine = self.engine  # one engine for the whole request, even if a reload swaps it
         with self._active_cond:
@@ -157,7 +206,7 @@ class Ingest:
     def _handle(
         self, engine: Engine, request: ExportTraceServiceRequest, body: bytes, fmt: str
     ) -> IngestResult:
-        rejected, first_problem, candidates, total = self._scan(engine, request)
+        rejected, first_problem, candidates, total, seen = self._scan(engine, request)
         if self.forwarder is not None and total > rejected:  # nothing left: nothing to send
             if rejected or fmt == "json":
                 _remove_rejected(request)
@@ -169,6 +218,9 @@ class Ingest:
                     message="the forwarding buffer is full; retry later",
                     retry_after_s=2.0,
                 )
+        # Accepted: now the request counts.
+        for route, n in seen:
+            _add(route.seen, n)
         submit = engine.submit
         for item, route, hash_ in candidates:
             submit(item, route, hash_)
@@ -180,12 +232,18 @@ class Ingest:
 
     def _scan(
         self, engine: Engine, request: ExportTraceServiceRequest
-    ) -> tuple[int, str, list[tuple[object, Route, int]], int]:
+    ) -> tuple[int, str, list[tuple[object, Route, int]], int, list[tuple[Route, int]]]:
+        """Check and route every span: (rejected, the first problem, the spans to submit,
+        total spans, and (route, spans) runs to add to the routes' ``seen`` if accepted)."""
         router = engine.router
         cache, route_of = router.cache, router.route
         rejected, total = 0, 0
         first_problem = ""
         candidates: list[tuple[object, Route, int]] = []
+        # Runs of spans with one route (a request's spans share few routes, often in a row).
+        seen: list[tuple[Route, int]] = []
+        last: Route | None = None
+        run = 0
         for resource_spans in request.resource_spans:
             shared: SharedResource | None = None
             for scope_spans in resource_spans.scope_spans:
@@ -216,7 +274,12 @@ class Ingest:
                         state = LOCAL_PARENT
                     name = span.name
                     route = cache[state].get(name) or route_of(name, state)
-                    route.seen.add()
+                    if route is last:
+                        run += 1
+                    else:
+                        if last is not None:
+                            seen.append((last, run))
+                        last, run = route, 1
                     if route.bound:
                         hash_ = shared_hash(int.from_bytes(trace_id, "big"))
                         if hash_ < route.bound:
@@ -231,7 +294,9 @@ class Ingest:
                             sampled = Span()
                             sampled.CopyFrom(span)
                             candidates.append(((sampled, shared, names), route, hash_))
-        return rejected, first_problem, candidates, total
+        if last is not None:
+            seen.append((last, run))
+        return rejected, first_problem, candidates, total, seen
 
 
 def _remove_rejected(request: ExportTraceServiceRequest) -> None:
