@@ -28,6 +28,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from otel_online_eval._errors import ConfigError
+from otel_online_eval.config import load_config
 from otel_online_eval.otlp_json import encode_spans_json
 from otel_online_eval.sidecar.config import HttpReceiverConfig
 from otel_online_eval.sidecar.http_server import HttpReceiver
@@ -51,6 +53,7 @@ from tests.sidecar_helpers import (
     sidecar_config,
     thread_count,
     wait_until,
+    write_config,
 )
 
 LIMIT = 65536
@@ -450,6 +453,35 @@ def test_max_connections_is_honoured(tmp_path: Path) -> None:
         finally:
             for sock in (first, second, third):
                 sock.close()
+
+
+def test_the_connection_settings_default_and_are_checked(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "ok.yaml", sidecar_config())
+    receiver = load_config(path).receiver
+    assert receiver is not None and receiver.http is not None
+    assert (receiver.http.max_connections, receiver.http.read_timeout_s) == (256, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_connections", 0, "must be between 1 and 65536, got 0"),
+        ("max_connections", 1.5, "must be a whole number, got 1.5"),
+        ("max_connections", "many", "must be a whole number, got 'many'"),
+        ("read_timeout_s", 0, "must be between 0.01 and 3600, got 0"),
+        ("read_timeout_s", -1, "must be between 0.01 and 3600, got -1"),
+        ("read_timeout_s", "soon", "must be a number, got 'soon'"),
+    ],
+)
+def test_bad_connection_settings_are_config_errors_with_their_line(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    path = write_config(tmp_path / "bad.yaml", sidecar_config(http={key: value}))
+    [line] = [i for i, text in enumerate(path.read_text().splitlines(), 1) if f"{key}:" in text]
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert f"{path}:{line}:" in str(raised.value)
+    assert f"receiver.http.{key}: {message}" in str(raised.value)
 
 
 # -- a failure inside the handler ----------------------------------------------------------------

@@ -556,6 +556,7 @@ def test_threads_carry_their_role_in_their_os_names(tmp_path: Path) -> None:
             }
     assert {"oe-engine", "oe-emit", "oe-export", "oe-forward"} <= names, names
     assert any(name.startswith("otlp-grpc") for name in names), names
+    assert {"otlp-http_0", "otlp-http_1", "otlp-http_2", "otlp-http_3"} <= names, names
 
 
 # -- memory ---------------------------------------------------------------------------------------
