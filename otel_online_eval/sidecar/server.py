@@ -332,7 +332,7 @@ class Sidecar:
         for w in workers:
             w.join(max(0.0, deadline - time.monotonic()) + 5)
         if self.http is not None:
-            self.http.stop()
+            self.http.stop(grace)
         self._stopped.set()
         if self._metrics_dir is not None:
             self._write_metrics()  # the final counts, for a sibling still serving
