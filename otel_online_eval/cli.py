@@ -11,18 +11,59 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from otel_online_eval._errors import ConfigError
+from otel_online_eval._errors import ConfigError, ConfigIssue
 from otel_online_eval.config import OnlineEvalConfig, load_config
+from otel_online_eval.export import ExportConfig, OtlpTarget, resolve_batch, resolve_otlp
 
 __all__ = ["main"]
 
 
+def _target(t: OtlpTarget) -> str:
+    headers = ", ".join(name for name, _ in t.headers) or "none"  # names only: values are secrets
+    return (
+        f"otlp {t.protocol} {t.endpoint} ({'plaintext' if t.insecure else 'TLS'}, "
+        f"headers: {headers}, timeout {t.timeout_s:g} s, compression {t.compression or 'none'})"
+    )
+
+
+def _resolved(cfg: OnlineEvalConfig) -> list[str]:
+    """The export and forward settings as they resolve with this environment (both doors
+    resolve them the same way).
+
+    Raises:
+        ConfigError: every bad ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_BSP_*`` value or TLS file.
+    """
+    export = cfg.export or ExportConfig()
+    lines: list[str] = []
+    issues: list[ConfigIssue] = []
+    try:
+        lines.append(
+            f"export: {_target(resolve_otlp(export.otlp)) if export.otlp else export.kind}"
+        )
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    try:
+        batch = resolve_batch(export.batch)
+        lines.append(
+            f"  batch: delay {batch.schedule_delay_ms:g} ms, queue {batch.max_queue_size} spans, "
+            f"{batch.max_export_batch_size} spans per export"
+        )
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    if cfg.forward is not None:
+        try:
+            forward = resolve_otlp(cfg.forward.otlp, path="forward.otlp")
+            lines.append(f"forward (serve): {_target(forward)}")
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    return lines
+
+
 def _summary(cfg: OnlineEvalConfig) -> str:
     lines = [f"{cfg.source}: valid — {len(cfg.rules)} rule(s), {len(cfg.scorers)} scorer(s)"]
-    if cfg.export is not None:
-        lines.append(f"export: {cfg.export.kind}")
-    else:
-        lines.append("export: otlp, configured by the OTEL_EXPORTER_OTLP_* environment")
+    lines.extend(_resolved(cfg))
     if cfg.receiver is not None:
         rc = cfg.receiver
         parts = [
@@ -32,9 +73,6 @@ def _summary(cfg: OnlineEvalConfig) -> str:
             "bearer token" if rc.auth else "",
         ]
         lines.append("receiver (serve): " + ", ".join(p for p in parts if p))
-    if cfg.forward is not None:
-        otlp = cfg.forward.otlp
-        lines.append(f"forward (serve): otlp {otlp.protocol or 'grpc'} {otlp.endpoint or ''}")
     for rule in cfg.rules:
         sel = rule.apply_to
         picks = []
@@ -64,10 +102,11 @@ def _summary(cfg: OnlineEvalConfig) -> str:
 def _validate(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
+        summary = _summary(cfg)  # resolves export and forward: OTEL_* values, TLS files
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(_summary(cfg))
+    print(summary)
     return 0
 
 

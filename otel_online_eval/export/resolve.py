@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.environment_variables import (
@@ -96,6 +96,7 @@ __all__ = [
 ]
 
 Protocol = Literal["grpc", "http/protobuf"]
+T = TypeVar("T")
 Env = Mapping[str, str]
 
 _GRPC_DEFAULT = "http://localhost:4317"
@@ -221,22 +222,39 @@ def resolve_otlp(
             scheme, a TLS file that cannot serve or TLS files for a plaintext connection.
     """
     env = os.environ if environ is None else environ
-    protocol = resolve_protocol(cfg, env, path)
+    issues: list[ConfigIssue] = []
+
+    def attempt(resolve: Callable[[], T]) -> T | None:
+        try:
+            return resolve()
+        except ConfigError as exc:  # go on: every problem is reported at once
+            issues.extend(exc.issues)
+            return None
+
+    compression = attempt(lambda: _compression(cfg, env, path))
+    timeout_s = attempt(lambda: _timeout(cfg, env, path))
+    protocol = attempt(lambda: resolve_protocol(cfg, env, path))
+    headers, where, tls = None, None, None
+    if protocol is not None:
+        headers = attempt(lambda: _headers(cfg, env, protocol, path))
+        where = attempt(lambda: _where(cfg, env, protocol, path))
+        tls = attempt(lambda: resolve_tls(cfg, where[2], env, path)) if where else None
+    if issues:
+        raise ConfigError(issues)
+    assert protocol is not None and where is not None and headers is not None
+    assert timeout_s is not None and tls is not None
+    return OtlpTarget(protocol, where[0], headers, where[1], compression, timeout_s, tls)
+
+
+def _where(
+    cfg: OtlpExportConfig, env: Env, protocol: str, path: str
+) -> tuple[str, bool, str | None]:
+    """(endpoint, insecure, why it is plaintext or None)."""
     if protocol == "grpc":
-        endpoint, insecure, plaintext = _grpc_endpoint(cfg, env, path)
-    else:
-        endpoint = _http_endpoint(cfg, env, path)
-        insecure = not endpoint.startswith("https://")
-        plaintext = f"the endpoint is {endpoint!r}" if insecure else None
-    return OtlpTarget(
-        protocol,
-        endpoint,
-        _headers(cfg, env, protocol, path),
-        insecure,
-        _compression(cfg, env, path),
-        _timeout(cfg, env, path),
-        resolve_tls(cfg, plaintext, env, path),
-    )
+        return _grpc_endpoint(cfg, env, path)
+    endpoint = _http_endpoint(cfg, env, path)
+    insecure = not endpoint.startswith("https://")
+    return endpoint, insecure, f"the endpoint is {endpoint!r}" if insecure else None
 
 
 def _endpoint_value(
