@@ -207,3 +207,41 @@ def test_a_flush_after_a_loss_is_false_once_then_true_again() -> None:
     assert batcher.force_flush(5000) is True
     assert (batcher.exported, batcher.dropped["failed"]) == (2, 1)
     batcher.shutdown()
+
+
+def _proto_emitter(endpoint: str) -> Any:
+    from otel_online_eval.export import OtlpExportConfig, resolve_otlp
+    from otel_online_eval.sidecar.config import RetryConfig
+    from otel_online_eval.sidecar.emit_proto import ProtoEmitter
+    from otel_online_eval.sidecar.shipper import Shipper, make_sender
+
+    target = resolve_otlp(
+        OtlpExportConfig(protocol="grpc", endpoint=endpoint, insecure=True, timeout_s=1), {}
+    )
+    retry = RetryConfig(initial_backoff_s=0.05, max_backoff_s=0.1, max_elapsed_s=0.5)
+    return ProtoEmitter(Shipper("export", make_sender(target), 1 << 20, retry), 0.05)
+
+
+def test_the_sidecar_emitter_flush_is_false_when_the_export_gave_up(
+    otlp_grpc_receiver: OtlpGrpcReceiver,
+) -> None:
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
+
+    from otel_online_eval.emit import Target
+
+    down = _proto_emitter(f"127.0.0.1:{_closed_port()}")
+    down.emit(Target(1, 2, None, ProtoResource()), "r", [], [], 1, 2)
+    assert down.force_flush(10_000) is False  # given up on after its retries
+    counts = down.export_counts()
+    assert (counts.scheduled, counts.exported, dict(counts.dropped)) == (
+        1,
+        0,
+        {"queue_full": 0, "failed": 1},
+    )
+    down.shutdown(1000)
+    up = _proto_emitter(otlp_grpc_receiver.endpoint)
+    up.emit(Target(1, 2, None, ProtoResource()), "r", [], [], 1, 2)
+    assert up.force_flush(10_000) is True
+    assert up.export_counts().exported == 1
+    assert [s.name for _, _, s in otlp_grpc_receiver.spans()] == ["eval r"]
+    up.shutdown(1000)

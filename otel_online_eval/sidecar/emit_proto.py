@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.emit import SCOPE, PlanningEmitter, SpanPlan
+from otel_online_eval.emit import SCOPE, ExportCounts, PlanningEmitter, SpanPlan
 from otel_online_eval.otlp import (
     ProtoSpanView,
     encode_attributes,
@@ -72,6 +72,7 @@ class ProtoEmitter(PlanningEmitter):
         self._flush_requested = 0
         self._flushed = 0
         self.dropped_spans = 0
+        self._flush_baseline = 0
         self._thread = threading.Thread(target=self._run, name="online-eval-emit", daemon=True)
         self._thread.start()
 
@@ -154,7 +155,22 @@ class ProtoEmitter(PlanningEmitter):
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-        return self.shipper.flush(max(0.0, deadline - time.monotonic()))
+        if not self.shipper.flush(max(0.0, deadline - time.monotonic())):
+            return False
+        # What was lost since the previous flush (refused, or given up on) makes it False.
+        lost = self.dropped_spans + self.shipper.stats.dropped_spans
+        with self._cond:
+            kept = lost == self._flush_baseline
+            self._flush_baseline = max(self._flush_baseline, lost)
+        return kept
+
+    def export_counts(self) -> ExportCounts:
+        """Spans planned, delivered by the shipper, and lost: ``queue_full`` (this queue or
+        the shipper's buffer was full), ``failed`` (the shipper gave up after its retries, or
+        at shutdown)."""
+        stats = self.shipper.stats
+        dropped = {"queue_full": self.dropped_spans, "failed": stats.dropped_spans}
+        return ExportCounts(self.scheduled, stats.sent_spans, dropped)
 
     def shutdown(self, timeout_millis: int = 10000) -> None:
         """Ship what is pending within ``timeout_millis``; what is left is counted as dropped."""
