@@ -18,15 +18,17 @@ results go to the :class:`~otel_online_eval.emit.Emitter`.
 :meth:`Engine.force_flush` puts a marker in the queue and returns once everything enqueued
 before it has been handed to the exporter and the exporter has flushed.
 
-Modules: ``_routing`` (routes), ``_counts`` (the counters and their snapshot), ``_bulkhead``
-(a scorer's share of the engine), ``_engine`` (the queue, the loop, running rules and scorers).
+Modules: ``_routing`` (routes), ``_counts`` (the counters and their snapshot), ``_engine``
+(the queue, the loop, deciding rules, flush, shutdown, fork), ``_running`` (scorer calls and
+their counts), ``_bulkhead`` (a scorer's share of the engine).
 """
 
 from __future__ import annotations
 
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
-from otel_online_eval.engine._engine import Engine, EvalFuture, ScorerTimeoutError
+from otel_online_eval.engine._engine import Engine, EvalFuture
 from otel_online_eval.engine._routing import Route, Router
+from otel_online_eval.engine._running import ScorerRunner, ScorerTimeoutError
 
 __all__ = [
     "DROP_REASONS",
@@ -36,5 +38,6 @@ __all__ = [
     "Route",
     "Router",
     "RuleCounts",
+    "ScorerRunner",
     "ScorerTimeoutError",
 ]

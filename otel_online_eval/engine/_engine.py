@@ -12,33 +12,28 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_online_eval._errors import ScorerError, ScorerSkipped
 from otel_online_eval._threads import name_os_thread
 from otel_online_eval.config import EngineConfig
 from otel_online_eval.emit import EvalResult, EvalSink, ExportCounts, ScorerRun, Target
-from otel_online_eval.engine._bulkhead import Bulkhead
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
 from otel_online_eval.engine._routing import Route, Router
+from otel_online_eval.engine._running import ScorerRunner
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.metrics import register_metrics
-from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
+from otel_online_eval.rules import Rule, ScorerUse
 from otel_online_eval.scorers.base import (
     EvalInput,
-    FunctionScorer,
-    Score,
-    is_async_scorer,
-    to_score,
 )
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["Engine", "EvalFuture", "ScorerTimeoutError"]
+__all__ = ["Engine", "EvalFuture"]
 
 logger = logging.getLogger("otel_online_eval.engine")
 T = TypeVar("T")
@@ -47,7 +42,6 @@ _INLINE_BATCH = 256  # inline spans evaluated per turn of the loop before yieldi
 _TICK_S = 0.005  # how often the loop polls the queue while spans keep coming
 _IDLE_TICKS = 200  # polls finding nothing (1 s) before it sleeps until woken
 _WAKE_AT = 64  # a backlog this long wakes the loop at once even while it polls
-_BULKHEADS_KEPT = 1024  # beyond this many scorers, idle bulkheads are forgotten
 
 
 class _Marker:
@@ -57,10 +51,6 @@ class _Marker:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-
-
-class ScorerTimeoutError(ScorerError):
-    """A scorer call that did not finish within its timeout."""
 
 
 class EvalFuture(concurrent.futures.Future[T], Generic[T]):
@@ -106,14 +96,11 @@ class Engine:
         self._shutdown_done = False
         self._counts: dict[str, RuleCounts] = {r.name: RuleCounts() for r in self.router.rules}
         self._flush_baseline = 0
-        self._scores: dict[tuple[str, str, str], int] = {}
-        self._skips: dict[tuple[str, str, str], int] = {}
-        self._tokens: dict[tuple[str, str, str, str], int] = {}
-        self._quarantined: dict[str, int] = {}
+        self._runner = ScorerRunner(self.config, self._log_limited)
         self._last_log: dict[str, float] = {}
         self._told_no_content: set[str] = set()
         self._start_workers()
-        self._record_duration = register_metrics(self._readings(), meter_provider)
+        self._runner.record_duration = register_metrics(self._readings(), meter_provider)
         if hasattr(os, "register_at_fork"):
             restart = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
@@ -127,7 +114,6 @@ class Engine:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct: set[concurrent.futures.Future[Any]] = set()
-        self._bulkheads: dict[int, Bulkhead] = {}
         # Sync sampling callables run here; every sync scorer has threads of its own.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.config.threads,
@@ -135,6 +121,7 @@ class Engine:
             initializer=name_os_thread,
         )
         self._loop = asyncio.new_event_loop()
+        self._runner.start(self._loop)
         # Everything the loop runs (callbacks scheduled from the app's threads included, which
         # would otherwise carry the app's context and its current span) runs in this context:
         # no current span, and instrumentation suppressed, so scorers and judges never trace
@@ -268,8 +255,7 @@ class Engine:
             self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for bulkhead in list(self._bulkheads.values()):
-            bulkhead.shutdown()
+        self._runner.shutdown()
         self.emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
         return flushed
 
@@ -398,9 +384,9 @@ class Engine:
                 for use in rule.scorers:
                     if rule_hash >= rule.scorer_bound(use):
                         sampled_out.append(use.name)
-                        self._count_score(rule.name, use.name, "sampled_out")
+                        self._runner.count_score(rule.name, use.name, "sampled_out")
                     else:
-                        runs.append(self._run_inline(rule.name, use, inp))
+                        runs.append(self._runner.run_inline(rule.name, use, inp))
                 self._emit_rule(view, rule, runs, sampled_out, start)
             except Exception as exc:
                 self._rule_lost(rule, "error", exc)
@@ -503,7 +489,7 @@ class Engine:
     async def _evaluate_span(self, view: SpanView, rule: Rule, rule_hash: int) -> None:
         try:
             start = time.time_ns()
-            runs, sampled_out = await self._run_all(
+            runs, sampled_out = await self._runner.run_all(
                 rule.name, rule.scorers, _eval_input(view, rule.name), rule, rule_hash
             )
             self._emit_rule(view, rule, runs, sampled_out, start)
@@ -532,174 +518,12 @@ class Engine:
         self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
         self._counts[rule.name].evals.add()
 
-    async def _run_all(
-        self, name: str, uses: Sequence[ScorerUse], inp: EvalInput, rule: Rule | None, hash_: int
-    ) -> tuple[list[ScorerRun], list[str]]:
-        """Run the scorers that sampling keeps: inline ones now, the rest concurrently."""
-        runs: list[ScorerRun | None] = []
-        waiting: list[Awaitable[ScorerRun]] = []
-        sampled_out: list[str] = []
-        for use in uses:
-            if rule is not None and hash_ >= rule.scorer_bound(use):
-                sampled_out.append(use.name)
-                self._count_score(name, use.name, "sampled_out")
-            elif use.spec.inline:
-                runs.append(self._run_inline(name, use, inp))
-            else:
-                runs.append(None)
-                waiting.append(self._run_scorer(name, use, inp))
-        if len(waiting) == 1:
-            done = iter((await waiting[0],))
-            return [r if r is not None else next(done) for r in runs], sampled_out
-        if waiting:
-            done = iter(await asyncio.gather(*waiting))
-            return [r if r is not None else next(done) for r in runs], sampled_out
-        return [r for r in runs if r is not None], sampled_out
-
     async def _evaluate(
         self, name: str, inp: EvalInput, uses: Sequence[ScorerUse], target: Target
     ) -> EvalResult:
         start = time.time_ns()
-        runs, sampled_out = await self._run_all(name, uses, inp, None, 0)
+        runs, sampled_out = await self._runner.run_all(name, uses, inp, None, 0)
         return self.emitter.emit(target, name, runs, sampled_out, start, time.time_ns())
-
-    def _run_inline(self, rule: str, use: ScorerUse, inp: EvalInput) -> ScorerRun:
-        spec = use.spec
-        start, started = time.time_ns(), time.monotonic()
-        try:
-            return self._finish(
-                rule, use, to_score(spec.scorer.score(inp), spec.scale), None, start, started
-            )
-        except ScorerSkipped as exc:
-            return self._skip(rule, use, str(exc), _skip_kind(exc), start, started, ran=True)
-        except Exception as exc:
-            return self._finish(rule, use, None, exc, start, started)
-
-    async def _run_scorer(self, rule: str, use: ScorerUse, inp: EvalInput) -> ScorerRun:
-        """One call behind the scorer's bulkhead: quarantine, a slot, then the timed call."""
-        spec = use.spec
-        bulkhead = self._bulkhead(spec)
-        start, started = time.time_ns(), time.monotonic()
-        reason, probe = bulkhead.admit(started)
-        if reason is not None:
-            return self._skip(rule, use, reason, "quarantined", start, started)
-        try:
-            granted = await bulkhead.acquire()
-        except asyncio.CancelledError:
-            if probe:
-                bulkhead.probe_not_run()
-            raise
-        if not granted:
-            if probe:
-                bulkhead.probe_not_run()
-            if bulkhead.hopeless:
-                why = (
-                    f"scorer busy: all {bulkhead.limit} of its threads are held by calls that "
-                    "timed out"
-                )
-            else:
-                why = f"scorer busy: no free slot of {bulkhead.limit} within {bulkhead.wait_s:g}s"
-            return self._skip(rule, use, why, "busy", start, started)
-        start, started = time.time_ns(), time.monotonic()  # its time starts now
-        try:
-            if bulkhead.sync:
-                result = await bulkhead.call_sync(spec.scorer.score, inp, spec.timeout_s)
-            else:
-                result = await bulkhead.call_async(spec.scorer.score, inp, spec.timeout_s)
-            score = to_score(result, spec.scale)
-        except (asyncio.TimeoutError, TimeoutError):
-            bulkhead.timed_out(probe)
-            if bulkhead.times_quarantined != self._quarantined.get(spec.name, 0):
-                self._quarantined[spec.name] = bulkhead.times_quarantined
-            error = ScorerTimeoutError(f"scorer {spec.name!r} timed out after {spec.timeout_s:g}s")
-            return self._finish(rule, use, None, error, start, started, timed_out=True)
-        except ScorerSkipped as exc:
-            bulkhead.answered(probe)
-            return self._skip(rule, use, str(exc), _skip_kind(exc), start, started, ran=True)
-        except asyncio.CancelledError:
-            if probe:
-                bulkhead.probe_not_run()
-            raise
-        except Exception as exc:
-            bulkhead.answered(probe)
-            return self._finish(rule, use, None, exc, start, started)
-        bulkhead.answered(probe)
-        return self._finish(rule, use, score, None, start, started)
-
-    def _bulkhead(self, spec: ScorerSpec) -> Bulkhead:
-        # One bulkhead per scorer object (a plain function's FunctionScorer wrapper may be made
-        # anew for each direct evaluate() call: the function is the scorer then).
-        scorer = spec.scorer
-        owner: object = scorer.fn if isinstance(scorer, FunctionScorer) else scorer
-        bulkhead = self._bulkheads.get(id(owner))
-        if bulkhead is not None and bulkhead.owner is owner:
-            return bulkhead
-        if len(self._bulkheads) >= _BULKHEADS_KEPT:
-            for key, old in list(self._bulkheads.items()):
-                if old.idle:
-                    old.shutdown()
-                    del self._bulkheads[key]
-        sync = not is_async_scorer(scorer)
-        limits = spec.bulkhead
-        if limits.concurrency is not None:
-            limit = limits.concurrency
-        else:
-            limit = self.config.threads if sync else self.config.max_concurrent_evals
-        bulkhead = Bulkhead(
-            spec.name,
-            owner,
-            sync=sync,
-            limit=limit,
-            wait_s=spec.timeout_s if limits.wait_s is None else limits.wait_s,
-            quarantine_after=limits.quarantine_after,
-            quarantine_s=limits.quarantine_s,
-            loop=self._loop,
-        )
-        self._bulkheads[id(owner)] = bulkhead
-        return bulkhead
-
-    def _skip(
-        self,
-        rule: str,
-        use: ScorerUse,
-        reason: str,
-        kind: str,
-        start: int,
-        started: float,
-        ran: bool = False,
-    ) -> ScorerRun:
-        key = (rule, use.name, kind)
-        self._skips[key] = self._skips.get(key, 0) + 1
-        return self._finish(rule, use, None, None, start, started, skipped=reason, ran=ran)
-
-    def _finish(
-        self,
-        rule: str,
-        use: ScorerUse,
-        score: Score | None,
-        error: BaseException | None,
-        start: int,
-        started: float,
-        timed_out: bool = False,
-        skipped: str | None = None,
-        ran: bool = True,
-    ) -> ScorerRun:
-        if skipped is not None:
-            outcome = "skipped"
-        else:
-            outcome = "ok" if error is None else ("timeout" if timed_out else "error")
-        if ran:  # a call the engine skipped (busy, quarantined) took no time of the scorer's
-            self._record_duration(time.monotonic() - started, {"rule": rule, "scorer": use.name})
-        self._count_score(rule, use.name, outcome)
-        if score is not None and score.metadata:
-            self._count_tokens(rule, use.name, score.metadata)
-        if error is not None:
-            self._log_limited(
-                f"scorer:{use.name}", "Scorer %r failed in rule %r: %s", use.name, rule, error
-            )
-        return ScorerRun(
-            use.name, score, error, start, time.time_ns(), use.sampling, timed_out, skipped
-        )
 
     def _in_pool(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         ctx = contextvars.copy_context()  # carries the instrumentation suppression
@@ -751,19 +575,6 @@ class Engine:
     def _lost(self) -> int:
         return sum(c.lost() for c in list(self._counts.values()))
 
-    def _count_tokens(self, rule: str, scorer: str, metadata: Mapping[str, Any]) -> None:
-        # A judge reports its usage as score metadata under the GenAI names.
-        model = str(metadata.get("gen_ai.request.model", ""))
-        for kind in ("input", "output"):
-            n = metadata.get(f"gen_ai.usage.{kind}_tokens")
-            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-                key = (rule, scorer, model, kind)
-                self._tokens[key] = self._tokens.get(key, 0) + n
-
-    def _count_score(self, rule: str, scorer: str, outcome: str) -> None:
-        key = (rule, scorer, outcome)
-        self._scores[key] = self._scores.get(key, 0) + 1
-
     def _log_limited(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= 10.0:
@@ -808,11 +619,11 @@ class Engine:
             evals={r: c.evals.value for r, c in counts.items()},
             no_content={r: c.no_content.value for r, c in counts.items()},
             dropped_by_rule=dropped_by_rule,
-            scores=dict(self._scores),
-            skipped=dict(self._skips),
-            tokens=dict(self._tokens),
-            quarantined={**self._scorer_names(), **self._quarantined},
-            stuck={b.name: b.stuck for b in list(self._bulkheads.values()) if b.sync},
+            scores=dict(self._runner.scores),
+            skipped=dict(self._runner.skips),
+            tokens=dict(self._runner.tokens),
+            quarantined={**self._scorer_names(), **self._runner.quarantined},
+            stuck=self._runner.stuck(),
             eval_spans_scheduled=export.scheduled,
             eval_spans_exported=export.exported,
             eval_spans_dropped=dict(export.dropped),
@@ -845,11 +656,11 @@ class Engine:
             "online_eval.evals": per_rule("evals"),
             "online_eval.scores": lambda: [
                 (v, {"rule": r, "scorer": s, "outcome": o})
-                for (r, s, o), v in dict(self._scores).items()
+                for (r, s, o), v in dict(self._runner.scores).items()
             ],
             "online_eval.scores.skipped": lambda: [
                 (v, {"rule": r, "scorer": s, "reason": k})
-                for (r, s, k), v in dict(self._skips).items()
+                for (r, s, k), v in dict(self._runner.skips).items()
             ],
             "online_eval.scorer.quarantined": lambda: [
                 (v, {"scorer": s}) for s, v in self.stats().quarantined.items()
@@ -860,7 +671,7 @@ class Engine:
             "online_eval.queue.size": lambda: [(len(self._queue), {})],
             "online_eval.judge.tokens": lambda: [
                 (v, {"rule": r, "scorer": s, "gen_ai.request.model": m, "gen_ai.token.type": t})
-                for (r, s, m, t), v in dict(self._tokens).items()
+                for (r, s, m, t), v in dict(self._runner.tokens).items()
             ],
             "online_eval.eval_spans.scheduled": lambda: [(self._export_counts().scheduled, {})],
             "online_eval.eval_spans.exported": lambda: [(self._export_counts().exported, {})],
@@ -874,11 +685,6 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
     bound = method()
     if bound is not None:
         bound()
-
-
-def _skip_kind(exc: ScorerSkipped) -> str:
-    kind = getattr(exc, "kind", None)
-    return kind if isinstance(kind, str) and kind else "scorer"
 
 
 def _eval_input(view: SpanView, rule: str) -> EvalInput:
