@@ -6,7 +6,7 @@ CORE := $(VENV)/.core-installed
 FULL := $(VENV)/.test-installed
 NODE_PROJECTS := tests/node tests/instrumentation/vercel_ai
 
-.PHONY: demo test lint typecheck bench system-deps clean
+.PHONY: demo test lint typecheck bench fuzz system-deps clean
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(CORE): pyproject.toml
 $(FULL): $(CORE) pyproject.toml $(foreach p,$(NODE_PROJECTS),$(p)/package-lock.json)
 	# torch's CPU build first (a local wheel on this kind of machine), else pip takes a CUDA one.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
-	$(BIN)/python -m pip install -q -e '.[dev,instrumentation-tests,autoevals,embeddings]'
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz,instrumentation-tests,autoevals,embeddings]'
 	# No 0.66b2 release, and 0.66b1 pins the 0.66b1 series (see pyproject.toml's dev extra).
 	$(BIN)/python -m pip install -q --no-deps 'opentelemetry-instrumentation-aiohttp-client==0.66b1'
 	for p in $(NODE_PROJECTS); do npm --prefix $$p ci --no-audit --no-fund --loglevel=error || exit 1; done
@@ -35,13 +35,13 @@ demo: $(CORE)
 	$(BIN)/python examples/demo_app.py
 
 test: $(FULL)
-	$(BIN)/ruff check otel_online_eval tests examples benchmarks
+	$(BIN)/ruff check otel_online_eval tests examples benchmarks fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(FULL)
-	$(BIN)/ruff check otel_online_eval tests examples benchmarks
-	$(BIN)/ruff format --check otel_online_eval tests examples benchmarks
+	$(BIN)/ruff check otel_online_eval tests examples benchmarks fuzz
+	$(BIN)/ruff format --check otel_online_eval tests examples benchmarks fuzz
 
 typecheck: $(FULL)
 	$(BIN)/mypy
@@ -51,6 +51,12 @@ bench: $(CORE)
 	$(BIN)/python benchmarks/sidecar.py
 	$(BIN)/python benchmarks/judge.py
 	$(BIN)/python benchmarks/score.py
+
+# A long coverage-guided run of the receivers' decode paths; crashing inputs go to fuzz/crashes/.
+FUZZ_SECONDS ?= 600
+fuzz: $(FULL)
+	$(BIN)/python fuzz/ingest_fuzz.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/crashes/ fuzz/corpus
+	@if ls fuzz/crashes/* >/dev/null 2>&1; then echo "crashing inputs in fuzz/crashes/"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(foreach p,$(NODE_PROJECTS),$(p)/node_modules)
