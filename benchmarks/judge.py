@@ -291,16 +291,18 @@ def _engine_ceiling(spans: int) -> dict[str, float]:
 
 
 def _http_floor(base_url: str) -> float:
-    """CPU per request of the same POST through the judge's HTTP client alone, 64 at a time
+    """CPU per request of the same POST through the judge's HTTP transport alone, 64 at a time
     (no judge logic, no engine): the part of a judge call that is HTTP."""
-    from otel_online_eval.scorers.judge._http import HttpClient
+    from otel_online_eval.scorers.judge._http import AiohttpTransport
 
     body = b'{"model": "judge-bench", "messages": []}' + b" " * 2500
 
     async def go() -> float:
-        client = HttpClient(
+        client = AiohttpTransport(
             base_url + "/chat/completions",
             headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+            concurrency=CONCURRENCY,
+            max_body=4 << 20,
         )
 
         async def one() -> bytes:
@@ -351,7 +353,8 @@ def main() -> None:
         print(
             f"2. CPU per judge call: engine thread {engine_ms:.3f} ms "
             f"(target < 0.5 ms: {'met' if engine_ms < 0.5 else 'MISSED'}), of which HTTP "
-            f"(the judge's client and its socket calls, measured alone) {http_ms:.3f} ms; "
+            f"(the judge's aiohttp transport and its socket calls, measured alone) "
+            f"{http_ms:.3f} ms; "
             f"whole process {process_ms:.3f} ms"
         )
         limits = {"concurrency": CONCURRENCY, "requests_per_second": RATE}

@@ -261,11 +261,13 @@ class AiohttpTransport:
                 f"{encoding[:40]!r} (asked for {_ACCEPTED})"
             )
         length = response.content_length
-        if length is not None and length > limit and encoding in ("", "identity"):
-            raise HttpAnswerError(
-                f"the answer from {self._server} has a Content-Length of {length}, "
-                f"over {limit} bytes"
-            )
+        if length is not None and encoding in ("", "identity"):
+            if length > limit:
+                raise HttpAnswerError(
+                    f"the answer from {self._server} has a Content-Length of {length}, "
+                    f"over {limit} bytes"
+                )
+            return await response.read()  # the parser stops at Content-Length: bounded
         chunks = []
         total = 0
         async for chunk in response.content.iter_any():
