@@ -455,6 +455,23 @@ def test_max_connections_is_honoured(tmp_path: Path) -> None:
                 sock.close()
 
 
+def test_connections_past_max_connections_wait_in_a_deep_backlog(tmp_path: Path) -> None:
+    """400 connections beyond two slots all complete their handshake at once: the listen
+    backlog holds them. (With a backlog of 128 the kernel dropped the handshakes past it, and
+    clients waited 1, 2, 4 s to retry: the cause of a flaky test with 300 connections.)"""
+    config = sidecar_config(http={"max_connections": 2, "read_timeout_s": 60})
+    with running_sidecar(tmp_path, config) as sc:
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(402):
+                socks.append(raw_connection(sc.http_endpoint, timeout=0.5))
+        finally:
+            for sock in socks:
+                sock.close()
+        assert len(socks) == 402
+        assert sc.proc.poll() is None
+
+
 def test_the_connection_settings_default_and_are_checked(tmp_path: Path) -> None:
     path = write_config(tmp_path / "ok.yaml", sidecar_config())
     receiver = load_config(path).receiver

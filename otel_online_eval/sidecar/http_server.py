@@ -66,7 +66,10 @@ README's table says when."""
 
 _TYPES = {"application/x-protobuf": "protobuf", "application/json": "json"}
 _GZIP = 16 + zlib.MAX_WBITS
-_BACKLOG = 128
+# Connections past max_connections (and bursts the accepting loop has not reached yet) wait
+# here; a full backlog makes the kernel drop handshakes, which clients retry only after 1, 2,
+# 4 s. The kernel caps it at net.core.somaxconn.
+_BACKLOG = socket.SOMAXCONN
 _READ_BUFFER = 1 << 20  # bytes buffered per connection before reading from it pauses
 _LOOPS = 4  # threads, each an asyncio loop (see the module docstring)
 # google.rpc.Code for each answer (OTLP/HTTP puts a Status in error bodies).
