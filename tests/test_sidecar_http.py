@@ -314,13 +314,36 @@ def test_unknown_paths_and_methods(setup: Setup) -> None:
 # -- connections and threads ----------------------------------------------------------------------
 
 
-def _open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def _accepted(pid: int, socks: list[socket.socket]) -> int:
+    """How many of ``socks`` the process ``pid`` holds the other end of (it accepted them).
+
+    Matched through the kernel's socket table, by the clients' ports and the process's socket
+    inodes: counting the process's descriptors instead raced with connections of earlier tests
+    that the receiver was still closing."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    peers = {(s.getpeername()[1], s.getsockname()[1]) for s in socks}
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                ports = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+                held += ports in peers and inode in inodes
+    return held
 
 
 def test_300_half_sent_requests_do_not_make_300_threads(setup: Setup) -> None:
     sc = setup.sidecar
-    threads, fds = thread_count(sc.pid), _open_fds(sc.pid)
+    threads = thread_count(sc.pid)
     good = request_bytes(make_trace("half", ("billing",)).spans)
     socks: list[socket.socket] = []
     try:
@@ -333,8 +356,8 @@ def test_300_half_sent_requests_do_not_make_300_threads(setup: Setup) -> None:
                 sock.sendall(_head())  # a head with no end
             else:
                 sock.sendall(_post(good)[:-100])  # a whole head, part of the body
-        # Every connection accepted (the sidecar holds a descriptor for each)...
-        wait_until(lambda: _open_fds(sc.pid) >= fds + 300, what="300 connections accepted")
+        # Every connection accepted (the sidecar holds the other end of each)...
+        wait_until(lambda: _accepted(sc.pid, socks) == 300, what="300 connections accepted")
         # ...and still the same threads, and a good request is served beside them.
         assert thread_count(sc.pid) <= threads + 2, (threads, thread_count(sc.pid))
         assert post_http(sc, good).status_code == 200
