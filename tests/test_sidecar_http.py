@@ -314,7 +314,7 @@ def test_unknown_paths_and_methods(setup: Setup) -> None:
 # -- connections and threads ----------------------------------------------------------------------
 
 
-def _accepted(pid: int, socks: list[socket.socket]) -> int:
+def _held_by(pid: int, socks: list[socket.socket]) -> int:
     """How many of ``socks`` the process ``pid`` holds the other end of (it accepted them).
 
     Matched through the kernel's socket table, by the clients' ports and the process's socket
@@ -357,7 +357,7 @@ def test_300_half_sent_requests_do_not_make_300_threads(setup: Setup) -> None:
             else:
                 sock.sendall(_post(good)[:-100])  # a whole head, part of the body
         # Every connection accepted (the sidecar holds the other end of each)...
-        wait_until(lambda: _accepted(sc.pid, socks) == 300, what="300 connections accepted")
+        wait_until(lambda: _held_by(sc.pid, socks) == 300, what="300 connections accepted")
         # ...and still the same threads, and a good request is served beside them.
         assert thread_count(sc.pid) <= threads + 2, (threads, thread_count(sc.pid))
         assert post_http(sc, good).status_code == 200
