@@ -205,6 +205,7 @@ def test_public_api_is_sorted_and_complete() -> None:
     assert names == sorted(names)
     public = {n for n in dir(otel_online_eval) if not n.startswith("_")}
     modules = {
+        "assembly",
         "config",
         "emit",
         "engine",
@@ -221,5 +222,6 @@ def test_public_api_is_sorted_and_complete() -> None:
         "sidecar",
         "spanview",
         "tools",
+        "traceview",
     }
     assert public - modules == set(names)

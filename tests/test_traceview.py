@@ -3,147 +3,14 @@ OpenInference's, each with two tools, one of which fails once."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Status, StatusCode, Tracer
 
-from otel_online_eval.spanview import SdkSpanView
 from otel_online_eval.traceview import TraceView
-
-QUESTION = "What is the weather in Paris, in Fahrenheit?"
-ANSWER = "It is 68°F in Paris."
-
-
-def _text(role: str, text: str) -> dict[str, Any]:
-    return {"role": role, "parts": [{"type": "text", "content": text}]}
-
-
-def _call(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "role": "assistant",
-        "parts": [{"type": "tool_call", "id": call_id, "name": name, "arguments": args}],
-    }
-
-
-def _response(call_id: str, response: Any) -> dict[str, Any]:
-    return {
-        "role": "tool",
-        "parts": [{"type": "tool_call_response", "id": call_id, "response": response}],
-    }
-
-
-def _chat(
-    tracer: Tracer, inputs: list[dict[str, Any]], output: dict[str, Any], tokens: int
-) -> None:
-    with tracer.start_as_current_span(
-        "chat gpt-test",
-        attributes={
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": "gpt-test",
-            "gen_ai.input.messages": json.dumps(inputs),
-            "gen_ai.output.messages": json.dumps([output]),
-            "gen_ai.usage.input_tokens": tokens,
-            "gen_ai.usage.output_tokens": 10,
-        },
-    ):
-        pass
-
-
-def _tool(tracer: Tracer, call_id: str, name: str, args: dict[str, Any], result: Any) -> None:
-    attrs = {
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": name,
-        "gen_ai.tool.call.id": call_id,
-        "gen_ai.tool.call.arguments": json.dumps(args),
-    }
-    with tracer.start_as_current_span(f"execute_tool {name}", attributes=attrs) as span:
-        if isinstance(result, Exception):
-            span.record_exception(result)
-            span.set_status(Status(StatusCode.ERROR))
-        else:
-            span.set_attribute("gen_ai.tool.call.result", json.dumps(result))
-
-
-def _spans(make: Any) -> list[SdkSpanView]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    make(provider.get_tracer("test"))
-    return [SdkSpanView(s) for s in memory.get_finished_spans()]
-
-
-def genai_agent(tracer: Tracer) -> None:
-    user = _text("user", QUESTION)
-    c1 = _call("c1", "get_weather", {"city": "Paris"})
-    c2 = _call("c2", "get_weather", {"city": "Paris"})
-    c3 = _call("c3", "to_fahrenheit", {"celsius": 20})
-    with tracer.start_as_current_span(
-        "invoke_agent weather",
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "gpt-test"},
-    ):
-        _chat(tracer, [user], c1, 50)
-        _tool(tracer, "c1", "get_weather", {"city": "Paris"}, TimeoutError("upstream timed out"))
-        err = _response("c1", "error: upstream timed out")
-        _chat(tracer, [user, c1, err], c2, 80)
-        _tool(tracer, "c2", "get_weather", {"city": "Paris"}, {"celsius": 20})
-        r2 = _response("c2", {"celsius": 20})
-        _chat(tracer, [user, c1, err, c2, r2], c3, 110)
-        _tool(tracer, "c3", "to_fahrenheit", {"celsius": 20}, 68)
-        r3 = _response("c3", 68)
-        _chat(tracer, [user, c1, err, c2, r2, c3, r3], _text("assistant", ANSWER), 140)
-
-
-def openinference_agent(tracer: Tracer) -> None:
-    with tracer.start_as_current_span(
-        "Agent workflow",
-        attributes={"openinference.span.kind": "AGENT", "input.value": QUESTION},
-    ) as root:
-        for i, (name, args, result) in enumerate(
-            [
-                ("get_weather", {"city": "Paris"}, ValueError("no such city")),
-                ("get_weather", {"city": "Paris"}, {"celsius": 20}),
-                ("to_fahrenheit", {"celsius": 20}, 68),
-            ]
-        ):
-            with tracer.start_as_current_span(
-                "response",
-                attributes={
-                    "openinference.span.kind": "LLM",
-                    "llm.model_name": "gpt-test",
-                    "llm.input_messages.0.message.role": "user",
-                    "llm.input_messages.0.message.content": QUESTION,
-                    "llm.output_messages.0.message.role": "assistant",
-                    "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": name,
-                    "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": (
-                        json.dumps(args)
-                    ),
-                    "llm.token_count.prompt": 40 + i,
-                    "llm.token_count.completion": 5,
-                },
-            ):
-                pass
-            with tracer.start_as_current_span(
-                name,
-                attributes={
-                    "openinference.span.kind": "TOOL",
-                    "tool.name": name,
-                    "input.value": json.dumps(args),
-                },
-            ) as tool:
-                if isinstance(result, Exception):
-                    tool.set_status(Status(StatusCode.ERROR, str(result)))
-                else:
-                    tool.set_attribute("output.value", json.dumps(result))
-        root.set_attribute("output.value", ANSWER)
+from tests.agent_traces import ANSWER, QUESTION, genai_agent, openinference_agent, spans_of
 
 
 def test_a_genai_agent_trace() -> None:
-    trace = TraceView(_spans(genai_agent))
+    trace = TraceView(spans_of(genai_agent))
     assert trace.span_count == 8 and trace.error_count == 1
     assert trace.root.name == "invoke_agent weather"
     assert trace.span_names[0] == "invoke_agent weather"
@@ -178,7 +45,7 @@ def test_a_genai_agent_trace() -> None:
 
 
 def test_an_openinference_agent_trace() -> None:
-    trace = TraceView(_spans(openinference_agent))
+    trace = TraceView(spans_of(openinference_agent))
     assert trace.root.name == "Agent workflow" and trace.span_count == 7
     assert [(t.name, t.error) for t in trace.tool_calls] == [
         ("get_weather", "no such city"),
@@ -193,7 +60,7 @@ def test_an_openinference_agent_trace() -> None:
 
 
 def test_a_trace_seen_in_part_has_its_earliest_local_root() -> None:
-    spans = [s for s in _spans(genai_agent) if s.parent_span_id is not None]
+    spans = [s for s in spans_of(genai_agent) if s.parent_span_id is not None]
     trace = TraceView(spans, complete=False, reason="idle")
     assert trace.root.name == "chat gpt-test"  # the first span whose parent did not arrive
     assert (trace.complete, trace.reason) == (False, "idle")

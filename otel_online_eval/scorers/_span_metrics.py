@@ -15,7 +15,7 @@ from otel_online_eval.scorers.base import EvalInput, Score
 if TYPE_CHECKING:
     from otel_online_eval.spanview import SpanView
 
-__all__ = ["LatencyScorer", "TokenUsageScorer"]
+__all__ = ["LatencyScorer", "TokenUsageScorer", "duration_score", "token_score"]
 
 
 def _span(inp: EvalInput, scorer: str) -> SpanView:
@@ -41,21 +41,25 @@ class LatencyScorer:
     target_ms: float | None = None
 
     def score(self, inp: EvalInput) -> Score:
-        took = _span(inp, "latency").duration_ms
-        meta = {"duration_ms": took}
-        target = "" if self.target_ms is None else f", target {_ms(self.target_ms)}"
-        limits = f"(max {_ms(self.max_ms)}{target})"
-        if took > self.max_ms:
-            return Score(0.0, FAIL, f"took {_ms(took)}, over the maximum {limits}", meta)
-        if self.target_ms is None or took <= self.target_ms:
-            return Score(1.0, PASS, f"took {_ms(took)}, within {limits}", meta)
-        value = (self.max_ms - took) / (self.max_ms - self.target_ms)
-        return Score(
-            min(1.0, max(0.0, value)),
-            PASS,
-            f"took {_ms(took)}, over the target but within the maximum {limits}",
-            meta,
-        )
+        return duration_score(_span(inp, "latency").duration_ms, self.max_ms, self.target_ms)
+
+
+def duration_score(took: float, max_ms: float, target_ms: float | None) -> Score:
+    """A duration against ``max_ms`` (and ``target_ms``), as :class:`LatencyScorer` scores it."""
+    meta = {"duration_ms": took}
+    target = "" if target_ms is None else f", target {_ms(target_ms)}"
+    limits = f"(max {_ms(max_ms)}{target})"
+    if took > max_ms:
+        return Score(0.0, FAIL, f"took {_ms(took)}, over the maximum {limits}", meta)
+    if target_ms is None or took <= target_ms:
+        return Score(1.0, PASS, f"took {_ms(took)}, within {limits}", meta)
+    value = (max_ms - took) / (max_ms - target_ms)
+    return Score(
+        min(1.0, max(0.0, value)),
+        PASS,
+        f"took {_ms(took)}, over the target but within the maximum {limits}",
+        meta,
+    )
 
 
 @builtin_type("latency")
@@ -89,40 +93,63 @@ class TokenUsageScorer:
 
     def score(self, inp: EvalInput) -> Score:
         usage = _span(inp, "token_usage").genai
-        used_in, used_out = usage.input_tokens, usage.output_tokens
-        need_in = self.max_input is not None or self.max_total is not None
-        need_out = self.max_output is not None or self.max_total is not None
-        missing = [
-            attr
-            for need, value, attr in (
-                (need_in, used_in, "gen_ai.usage.input_tokens"),
-                (need_out, used_out, "gen_ai.usage.output_tokens"),
-            )
-            if need and value is None
-        ]
-        if missing:
-            raise ScorerError(f"token usage is missing: the span has no {' or '.join(missing)}")
-        checks: list[tuple[str, int, int]] = []
-        if self.max_input is not None and used_in is not None:
-            checks.append(("input", used_in, self.max_input))
-        if self.max_output is not None and used_out is not None:
-            checks.append(("output", used_out, self.max_output))
-        if self.max_total is not None and used_in is not None and used_out is not None:
-            checks.append(("total", used_in + used_out, self.max_total))
-        over = [
-            f"{what} {used} tokens, over the maximum {limit}"
-            for what, used, limit in checks
-            if used > limit
-        ]
-        meta: dict[str, int] = {}
-        if used_in is not None:
-            meta["input_tokens"] = used_in
-        if used_out is not None:
-            meta["output_tokens"] = used_out
-        if over:
-            return Score(0.0, FAIL, "; ".join(over), meta)
-        within = ", ".join(f"{what} {used} <= {limit}" for what, used, limit in checks)
-        return Score(1.0, PASS, f"within the token limits: {within}", meta)
+        return token_score(
+            usage.input_tokens,
+            usage.output_tokens,
+            self.max_input,
+            self.max_output,
+            self.max_total,
+            "the span has no",
+        )
+
+
+def token_score(
+    used_in: int | None,
+    used_out: int | None,
+    max_input: int | None,
+    max_output: int | None,
+    max_total: int | None,
+    missing_prefix: str,
+) -> Score:
+    """Token usage against every bound given, as :class:`TokenUsageScorer` scores it.
+
+    Raises:
+        ScorerError: a bound needs a usage that is unknown (``missing_prefix`` starts the
+            message, e.g. "the span has no").
+    """
+    need_in = max_input is not None or max_total is not None
+    need_out = max_output is not None or max_total is not None
+    missing = [
+        attr
+        for need, value, attr in (
+            (need_in, used_in, "gen_ai.usage.input_tokens"),
+            (need_out, used_out, "gen_ai.usage.output_tokens"),
+        )
+        if need and value is None
+    ]
+    if missing:
+        raise ScorerError(f"token usage is missing: {missing_prefix} {' or '.join(missing)}")
+    checks: list[tuple[str, int, int]] = []
+    if max_input is not None and used_in is not None:
+        checks.append(("input", used_in, max_input))
+    if max_output is not None and used_out is not None:
+        checks.append(("output", used_out, max_output))
+    if max_total is not None and used_in is not None and used_out is not None:
+        checks.append(("total", used_in + used_out, max_total))
+    over = [
+        f"{what} {used} tokens, over the maximum {limit}"
+        for what, used, limit in checks
+        if used > limit
+    ]
+    meta: dict[str, int] = {}
+    if used_in is not None:
+        meta["input_tokens"] = used_in
+    if used_out is not None:
+        meta["output_tokens"] = used_out
+    if over:
+        return Score(0.0, FAIL, "; ".join(over), meta)
+    within = ", ".join(f"{what} {used} <= {limit}" for what, used, limit in checks)
+    return Score(1.0, PASS, f"within the token limits: {within}", meta)
 
 
 @builtin_type("token_usage")

@@ -20,6 +20,7 @@ from otel_online_eval._errors import ScorerError
 
 if TYPE_CHECKING:
     from otel_online_eval.spanview import SpanView
+    from otel_online_eval.traceview import TraceView
 
 __all__ = ["EvalInput", "FunctionScorer", "Score", "Scorer", "is_async_scorer", "to_score"]
 
@@ -54,6 +55,7 @@ class EvalInput:
         rule: the name of the rule (or direct evaluation) being run.
         model: the model that answered, when known.
         metadata: free-form values passed to ``evaluate()``.
+        trace: the whole trace, for an evaluation of one (None for a span's).
     """
 
     input: str | None
@@ -62,6 +64,7 @@ class EvalInput:
     rule: str
     model: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
+    trace: TraceView | None = None
 
     @property
     def attributes(self) -> Mapping[str, Any]:
