@@ -276,13 +276,25 @@ def test_any_arrival_order_gives_one_complete_evaluation(size: int, rng: random.
     assert ids(units[0]) == list(range(1, size + 1))
 
 
+_EVENTS = st.lists(st.tuples(st.integers(0, 7), st.integers(1, 6), st.integers(0, 6)), max_size=200)
+
+
+def _run(
+    asm: TraceAssembler[Span], events: list[tuple[int, int, int]], max_traces: int, max_bytes: int
+) -> list[TraceUnit[Span]]:
+    handed: list[TraceUnit[Span]] = []
+    at = 0.0
+    for trace_id, span_id, parent in events:
+        span = Span(trace_id, span_id, None if parent == 0 else parent)
+        handed += asm.add(span, 100, at)
+        assert len(asm) <= max_traces and asm.bytes <= max_bytes
+        at += 0.5
+        handed += asm.due(at)
+    return handed + asm.drain()
+
+
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(0, 7), st.integers(1, 6), st.integers(0, 6)), max_size=200),
-    st.integers(1, 5),
-    st.integers(100, 2000),
-    st.integers(1, 6),
-)
+@given(_EVENTS, st.integers(1, 5), st.integers(100, 2000), st.integers(1, 6))
 def test_every_span_is_handed_on_once_or_counted_and_bounds_hold(
     events: list[tuple[int, int, int]], max_traces: int, max_bytes: int, max_spans: int
 ) -> None:
@@ -292,15 +304,7 @@ def test_every_span_is_handed_on_once_or_counted_and_bounds_hold(
         Completion(settle_s=1, idle_s=3, max_wait_s=8),
         AssemblyBounds(max_traces=max_traces, max_bytes=max_bytes, max_spans_per_trace=max_spans),
     )
-    handed: list[TraceUnit[Span]] = []
-    at = 0.0
-    for trace_id, span_id, parent in events:
-        span = Span(trace_id, span_id, None if parent == 0 else parent)
-        handed += asm.add(span, 100, at)
-        assert len(asm) <= max_traces and asm.bytes <= max(max_bytes, 0)
-        at += 0.5
-        handed += asm.due(at)
-    handed += asm.drain()
+    handed = _run(asm, events, max_traces, max_bytes)
     c = asm.counts
     assert sum(len(u.spans) for u in handed) + c.late + c.duplicates + c.dropped_spans == len(
         events
@@ -308,3 +312,25 @@ def test_every_span_is_handed_on_once_or_counted_and_bounds_hold(
     assert sum(c.released.values()) == len(handed)
     seen = [(u.trace_id, s.span_id) for u in handed for s in u.spans]
     assert len(seen) == len(set(seen))  # no span in two evaluations
+
+
+@settings(max_examples=100, deadline=None)
+@given(_EVENTS, st.integers(1, 5), st.integers(100, 2000), st.integers(1, 8))
+def test_reevaluated_traces_stay_one_trace_under_any_bounds(
+    events: list[tuple[int, int, int]], max_traces: int, max_bytes: int, remember: int
+) -> None:
+    """With late: reevaluate, an evaluated trace is never evaluated again as a new first
+    revision (its id is kept even when its spans are let go for room), revisions count up one
+    by one, and the bounds hold counting the spans kept for re-evaluation."""
+    asm: TraceAssembler[Span] = TraceAssembler(
+        Completion(settle_s=1, idle_s=3, max_wait_s=8),
+        AssemblyBounds(max_traces=max_traces, max_bytes=max_bytes, remember=remember),
+        late="reevaluate",
+    )
+    handed = _run(asm, events, max_traces, max_bytes)
+    last: dict[int, int] = {}
+    for unit in handed:
+        if remember >= 8:  # every evaluated trace is remembered: never a second first revision
+            assert unit.revision == last.get(unit.trace_id, 0) + 1
+        last[unit.trace_id] = unit.revision
+    assert asm.bytes + asm._kept_bytes <= max_bytes

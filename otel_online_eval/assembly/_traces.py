@@ -14,8 +14,9 @@ is due reads from the front.
 
 An evaluated trace is remembered by id, so its late spans are recognised as late and never
 start a second, partial evaluation of the same trace. With ``late="reevaluate"`` its spans are
-kept too (within ``max_bytes``, the oldest forgotten first), and a late span reopens it as the
-next revision.
+kept too (within ``max_bytes``, the oldest let go first; never for a trace evicted to make room),
+and a late span reopens it as the next revision; a late span of a trace whose spans were let go is
+counted as late and dropped.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ class TraceAssembler(Generic[S]):
         self._settling: OrderedDict[int, _Trace[S]] = OrderedDict()
         # Evaluated traces: revision (late: ignore), or the trace with its spans (reevaluate).
         self._done: OrderedDict[int, int | _Trace[S]] = OrderedDict()
-        self._kept_bytes = 0  # bytes of the spans kept in _done (reevaluate)
+        # The ids in _done that still hold their spans, oldest first, and those spans' bytes.
+        self._kept: OrderedDict[int, None] = OrderedDict()
+        self._kept_bytes = 0
 
     def __len__(self) -> int:
         """Traces in flight."""
@@ -178,11 +181,12 @@ class TraceAssembler(Generic[S]):
             if done is not None:
                 self.counts.late += 1
                 if not isinstance(done, _Trace):
-                    return ()  # late: ignore
+                    return ()  # late: ignore (or its spans were let go)
+            if len(self._open) >= self.bounds.max_traces:
+                self._release_into(evicted, next(iter(self._open.values())), "evicted")
+            if isinstance(done, _Trace):
                 trace = self._reopen(done, now)
             else:
-                if len(self._open) >= self.bounds.max_traces:
-                    self._release_into(evicted, next(iter(self._open.values())), "evicted")
                 trace = _Trace(tid, now)
                 self._open[tid] = trace
                 self._quiet[tid] = trace
@@ -221,25 +225,28 @@ class TraceAssembler(Generic[S]):
 
     def _reopen(self, trace: _Trace[S], now: float) -> _Trace[S]:
         """An evaluated trace whose late span arrived (late: reevaluate): in flight again."""
-        del self._done[trace.trace_id]
-        self._kept_bytes -= trace.bytes
+        tid = trace.trace_id
+        if tid in self._kept:  # else let go just now, by the eviction that made room for it
+            del self._kept[tid]
+            self._kept_bytes -= trace.bytes
+        self._done.pop(tid, None)
         self.bytes += trace.bytes
         trace.revision += 1
         trace.first = now  # its timers start again from the late span
-        self._open[trace.trace_id] = trace
-        self._quiet[trace.trace_id] = trace
+        self._open[tid] = trace
+        self._quiet[tid] = trace
         return trace
 
     def _make_room(self, evicted: list[TraceUnit[S]]) -> None:
         """Forget kept evaluated traces, then evict the oldest in flight, until under max_bytes."""
         limit = self.bounds.max_bytes
-        done = self._done
-        while self._kept_bytes and self.bytes + self._kept_bytes > limit:
-            _, old = done.popitem(last=False)
-            if isinstance(old, _Trace):
-                self._kept_bytes -= old.bytes
-                done[old.trace_id] = old.revision  # still recognised as evaluated
-                done.move_to_end(old.trace_id, last=False)
+        done, kept = self._done, self._kept
+        while kept and self.bytes + self._kept_bytes > limit:
+            tid, _ = kept.popitem(last=False)
+            old = done[tid]
+            assert isinstance(old, _Trace)
+            self._kept_bytes -= old.bytes
+            done[tid] = old.revision  # its spans are let go; it is still known as evaluated
         while self._open and self.bytes > limit:
             self._release_into(evicted, next(iter(self._open.values())), "evicted")
 
@@ -248,12 +255,14 @@ class TraceAssembler(Generic[S]):
         done = self._done
         if keep and self.late == "reevaluate":
             done[trace.trace_id] = trace
+            self._kept[trace.trace_id] = None
             self._kept_bytes += trace.bytes
         else:
             done[trace.trace_id] = trace.revision
         while len(done) > self.bounds.remember:
-            _, old = done.popitem(last=False)
+            tid, old = done.popitem(last=False)
             if isinstance(old, _Trace):
+                del self._kept[tid]
                 self._kept_bytes -= old.bytes
 
     # -- release ------------------------------------------------------------------------------
@@ -322,5 +331,5 @@ class TraceAssembler(Generic[S]):
             if drop
             else TraceUnit(tid, tuple(trace.spans), reason, trace.revision, trace.dropped)
         )
-        self._remember(trace, keep=not drop)
+        self._remember(trace, keep=reason != "evicted")  # evicted for room: let its spans go
         return unit
