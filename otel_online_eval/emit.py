@@ -32,6 +32,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util.types import AttributeValue
 
 from otel_online_eval._batch import ExportBatcher
+from otel_online_eval._spanplan import SpanPlan
 from otel_online_eval.scorers.base import Score
 
 if TYPE_CHECKING:
@@ -182,26 +183,6 @@ class EvalSink(Protocol):
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Flush and release the exporter, within ``timeout_millis`` where it can."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SpanPlan:
-    """One eval or score span, in a form any encoder (SDK or protobuf) can turn into a span.
-
-    ``status`` is (code, description) with code ``UNSET`` or ``ERROR``; events are
-    (name, time_ns, attributes).
-    """
-
-    trace_id: int
-    span_id: int
-    parent_span_id: int | None
-    name: str
-    start_ns: int
-    end_ns: int
-    attributes: Mapping[str, AttributeValue]
-    events: tuple[tuple[str, int, Mapping[str, AttributeValue]], ...] = ()
-    link: SpanContext | None = None
-    status: tuple[str, str | None] = ("UNSET", None)
 
 
 class PlanningEmitter:

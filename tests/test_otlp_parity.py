@@ -24,7 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from otel_online_eval.emit import SCOPE, Emitter, PlanningEmitter, ScorerRun, SpanPlan, Target
+from otel_online_eval._spanplan import SpanPlan
+from otel_online_eval.emit import SCOPE, Emitter, PlanningEmitter, ScorerRun, Target
 from otel_online_eval.otlp import encode_request, encode_resource, encode_scope, encode_span
 from otel_online_eval.scorers.base import Score
 

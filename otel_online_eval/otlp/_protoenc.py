@@ -33,7 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
 
-    from otel_online_eval.emit import SpanPlan
+    from otel_online_eval._spanplan import SpanPlan
 
 __all__ = [
     "encode_attributes",

@@ -17,8 +17,9 @@ from typing import Any
 
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
 
+from otel_online_eval._spanplan import SpanPlan
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.emit import SCOPE, ExportCounts, PlanningEmitter, SpanPlan
+from otel_online_eval.emit import SCOPE, ExportCounts, PlanningEmitter
 from otel_online_eval.otlp import (
     ProtoSpanView,
     encode_attributes,

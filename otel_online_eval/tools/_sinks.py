@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.types import AttributeValue
 
-from otel_online_eval.emit import EvalResult, EvalSink, PlanningEmitter, ScorerRun, SpanPlan, Target
+from otel_online_eval._spanplan import SpanPlan
+from otel_online_eval.emit import EvalResult, EvalSink, PlanningEmitter, ScorerRun, Target
 from otel_online_eval.spanview import SpanView
 
 __all__ = ["BlockingBatchProcessor", "CountingSink", "NullSink"]
