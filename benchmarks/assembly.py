@@ -6,7 +6,9 @@ Prints, in one run, for 50,000 traces of 10 spans in flight at once (issue 12's 
    every trace on when it has settled (``due``);
 2. the assembler's own memory per buffered span (its dicts, sets and lists), and with it what
    buffering keeps alive in-process (the SDK's ``ReadableSpan`` and its view), against the
-   spans' OTLP protobuf size (target for everything buffered: at most 2x the OTLP size).
+   spans' OTLP protobuf size (target for everything buffered: at most 2x the OTLP size);
+3. what encoding each span to OTLP protobuf bytes would cost instead (CPU and bytes per span,
+   encoded one by one and in batches of 100), the compact form the engine could buffer.
 
 The spans are real SDK spans (GenAI-shaped: a root, an agent span, model and tool calls, with
 prompts and answers in their attributes) wrapped in ``SdkSpanView`` before the clock starts;
@@ -151,6 +153,20 @@ def main() -> None:
         f"per span, {total / otlp:.1f}x the OTLP size (target <= 2x: "
         f"{'met' if total <= 2 * otlp else 'MISSED'})"
     )
+    _compact_probe(spans[: 1000 * SPANS_PER_TRACE])
+
+
+def _compact_probe(spans: list[ReadableSpan]) -> None:
+    """What holding each span as OTLP protobuf bytes instead of the ReadableSpan would cost."""
+    n = len(spans)
+    rows = []
+    for batch in (1, 100):
+        start = time.process_time()
+        blobs = [encode_spans(spans[i : i + batch]).SerializeToString() for i in range(0, n, batch)]
+        cpu = (time.process_time() - start) / n
+        held = sum(sys.getsizeof(b) for b in blobs) / n
+        rows.append(f"batches of {batch}: {cpu * 1e6:.1f} us CPU and {held:.0f} bytes per span")
+    print("3. a compact form, the SDK's OTLP encoder to bytes: " + "; ".join(rows))
 
 
 if __name__ == "__main__":
