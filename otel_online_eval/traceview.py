@@ -176,10 +176,8 @@ class TraceView:
             g = span.genai
             if g.operation in NOT_MODEL_CALLS:
                 continue
-            if g.model is None and g.input_tokens is None and not g.has_content:
-                continue
             if not (g.input_messages or g.output_messages) and g.input_tokens is None:
-                continue  # a span that names a model but shows no call to it
+                continue  # no messages and no usage: nothing shows a call to a model
             out.append(LlmCall(g.model, g.input_tokens, g.output_tokens, _error(span), span))
         return tuple(out)
 
@@ -211,11 +209,12 @@ class TraceView:
         if last.input_messages:
             return last.input_messages + last.output_messages
         out: list[Message] = list(calls[0].span.genai.input_messages)
+        model_spans = {id(c.span) for c in calls}
         for span in self.spans:
             g = span.genai
             if g.operation in TOOL_OPERATIONS:
                 out.extend(m for m in g.output_messages if m.role == "tool")
-            elif any(c.span is span for c in calls):
+            elif id(span) in model_spans:
                 out.extend(g.output_messages)
         return tuple(out)
 

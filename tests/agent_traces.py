@@ -17,27 +17,25 @@ QUESTION = "What is the weather in Paris, in Fahrenheit?"
 ANSWER = "It is 68°F in Paris."
 
 
-def _text(role: str, text: str) -> dict[str, Any]:
+def text_message(role: str, text: str) -> dict[str, Any]:
     return {"role": role, "parts": [{"type": "text", "content": text}]}
 
 
-def _call(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+def call_message(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
     return {
         "role": "assistant",
         "parts": [{"type": "tool_call", "id": call_id, "name": name, "arguments": args}],
     }
 
 
-def _response(call_id: str, response: Any) -> dict[str, Any]:
+def response_message(call_id: str, response: Any) -> dict[str, Any]:
     return {
         "role": "tool",
         "parts": [{"type": "tool_call_response", "id": call_id, "response": response}],
     }
 
 
-def _chat(
-    tracer: Tracer, inputs: list[dict[str, Any]], output: dict[str, Any], tokens: int
-) -> None:
+def chat(tracer: Tracer, inputs: list[dict[str, Any]], output: dict[str, Any], tokens: int) -> None:
     with tracer.start_as_current_span(
         "chat gpt-test",
         attributes={
@@ -52,7 +50,7 @@ def _chat(
         pass
 
 
-def _tool(tracer: Tracer, call_id: str, name: str, args: dict[str, Any], result: Any) -> None:
+def tool(tracer: Tracer, call_id: str, name: str, args: dict[str, Any], result: Any) -> None:
     attrs = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": name,
@@ -76,24 +74,24 @@ def spans_of(make: Any) -> list[SdkSpanView]:
 
 
 def genai_agent(tracer: Tracer) -> None:
-    user = _text("user", QUESTION)
-    c1 = _call("c1", "get_weather", {"city": "Paris"})
-    c2 = _call("c2", "get_weather", {"city": "Paris"})
-    c3 = _call("c3", "to_fahrenheit", {"celsius": 20})
+    user = text_message("user", QUESTION)
+    c1 = call_message("c1", "get_weather", {"city": "Paris"})
+    c2 = call_message("c2", "get_weather", {"city": "Paris"})
+    c3 = call_message("c3", "to_fahrenheit", {"celsius": 20})
     with tracer.start_as_current_span(
         "invoke_agent weather",
         attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "gpt-test"},
     ):
-        _chat(tracer, [user], c1, 50)
-        _tool(tracer, "c1", "get_weather", {"city": "Paris"}, TimeoutError("upstream timed out"))
-        err = _response("c1", "error: upstream timed out")
-        _chat(tracer, [user, c1, err], c2, 80)
-        _tool(tracer, "c2", "get_weather", {"city": "Paris"}, {"celsius": 20})
-        r2 = _response("c2", {"celsius": 20})
-        _chat(tracer, [user, c1, err, c2, r2], c3, 110)
-        _tool(tracer, "c3", "to_fahrenheit", {"celsius": 20}, 68)
-        r3 = _response("c3", 68)
-        _chat(tracer, [user, c1, err, c2, r2, c3, r3], _text("assistant", ANSWER), 140)
+        chat(tracer, [user], c1, 50)
+        tool(tracer, "c1", "get_weather", {"city": "Paris"}, TimeoutError("upstream timed out"))
+        err = response_message("c1", "error: upstream timed out")
+        chat(tracer, [user, c1, err], c2, 80)
+        tool(tracer, "c2", "get_weather", {"city": "Paris"}, {"celsius": 20})
+        r2 = response_message("c2", {"celsius": 20})
+        chat(tracer, [user, c1, err, c2, r2], c3, 110)
+        tool(tracer, "c3", "to_fahrenheit", {"celsius": 20}, 68)
+        r3 = response_message("c3", 68)
+        chat(tracer, [user, c1, err, c2, r2, c3, r3], text_message("assistant", ANSWER), 140)
 
 
 def openinference_agent(tracer: Tracer) -> None:

@@ -3,10 +3,23 @@ OpenInference's, each with two tools, one of which fails once."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from opentelemetry.trace import Tracer
 
 from otel_online_eval.traceview import TraceView
-from tests.agent_traces import ANSWER, QUESTION, genai_agent, openinference_agent, spans_of
+from tests.agent_traces import (
+    ANSWER,
+    QUESTION,
+    call_message,
+    genai_agent,
+    openinference_agent,
+    spans_of,
+    text_message,
+    tool,
+)
 
 
 def test_a_genai_agent_trace() -> None:
@@ -70,3 +83,37 @@ def test_a_trace_seen_in_part_has_its_earliest_local_root() -> None:
 def test_an_empty_trace_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one span"):
         TraceView([])
+
+
+def test_the_transcript_is_put_together_when_the_last_call_was_not_sent_it() -> None:
+    """Instrumentations that record only each call's answer: the first call's input, then
+    every answer and tool result in order."""
+
+    def answers_only(tracer: Tracer) -> None:
+        with tracer.start_as_current_span(
+            "invoke_agent", attributes={"gen_ai.operation.name": "invoke_agent"}
+        ):
+            _chat_out(
+                tracer,
+                [text_message("user", QUESTION)],
+                call_message("c1", "to_fahrenheit", {"celsius": 20}),
+            )
+            tool(tracer, "c1", "to_fahrenheit", {"celsius": 20}, 68)
+            _chat_out(tracer, None, text_message("assistant", ANSWER))
+
+    trace = TraceView(spans_of(answers_only))
+    assert [m.role for m in trace.messages] == ["user", "assistant", "tool", "assistant"]
+    assert trace.messages[2].text == "68"
+    assert (trace.input, trace.output) == (QUESTION, ANSWER)
+
+
+def _chat_out(tracer: Tracer, inputs: list[dict[str, Any]] | None, output: dict[str, Any]) -> None:
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-test",
+        "gen_ai.output.messages": json.dumps([output]),
+    }
+    if inputs is not None:
+        attrs["gen_ai.input.messages"] = json.dumps(inputs)
+    with tracer.start_as_current_span("chat", attributes=attrs):
+        pass
