@@ -167,6 +167,40 @@ def _compact_probe(spans: list[ReadableSpan]) -> None:
         held = sum(sys.getsizeof(b) for b in blobs) / n
         rows.append(f"batches of {batch}: {cpu * 1e6:.1f} us CPU and {held:.0f} bytes per span")
     print("3. a compact form, the SDK's OTLP encoder to bytes: " + "; ".join(rows))
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    start = time.process_time()
+    records = [_Record(span) for span in spans]
+    cpu = (time.process_time() - start) / n
+    held = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    start = time.process_time()
+    records = [_Record(span) for span in spans]
+    cpu = (time.process_time() - start) / n  # again, without tracemalloc's cost
+    print(
+        f"   a record of the span's fields (attributes as two tuples, values shared with the "
+        f"app): {cpu * 1e6:.2f} us CPU and {held:.0f} bytes per span ({len(records)} spans)"
+    )
+
+
+class _Record:
+    """A probe of what a compact record of an ended span could cost (not used by the code)."""
+
+    __slots__ = ("end", "ids", "keys", "name", "start", "status", "values")
+
+    def __init__(self, span: ReadableSpan) -> None:
+        ctx = span.context
+        parent = span.parent
+        assert ctx is not None
+        self.ids = (ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None)
+        self.name = span.name
+        self.start = span.start_time
+        self.end = span.end_time
+        self.status = span.status.status_code.value
+        attrs = span.attributes or {}
+        self.keys = tuple(attrs)
+        self.values = tuple(attrs.values())
 
 
 if __name__ == "__main__":
