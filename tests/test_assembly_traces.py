@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_online_eval.assembly import AssemblyBounds, Completion, TraceAssembler, TraceUnit
+from otel_online_eval.assembly import (
+    REASONS,
+    AssemblyBounds,
+    Completion,
+    TraceAssembler,
+    TraceUnit,
+)
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,10 @@ def test_completion_settings_are_checked(kwargs: dict[str, float], message: str)
 def test_bounds_and_late_are_checked() -> None:
     with pytest.raises(ValueError, match="max_traces must be a whole number of at least 1"):
         AssemblyBounds(max_traces=0)
+    with pytest.raises(
+        ValueError, match="max_bytes must be a whole number of at least 1, got True"
+    ):
+        AssemblyBounds(max_bytes=True)
     with pytest.raises(ValueError, match="on_full must be 'evaluate' or 'drop'"):
         AssemblyBounds(on_full="keep")
     with pytest.raises(ValueError, match="late must be 'ignore' or 'reevaluate'"):
@@ -290,7 +300,9 @@ def _run(
         assert len(asm) <= max_traces and asm.bytes <= max_bytes
         at += 0.5
         handed += asm.due(at)
-    return handed + asm.drain()
+    handed += asm.drain()
+    assert {u.reason for u in handed} <= set(REASONS)
+    return handed
 
 
 @settings(max_examples=100, deadline=None)

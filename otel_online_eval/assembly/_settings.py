@@ -76,7 +76,7 @@ class AssemblyBounds:
     def __post_init__(self) -> None:
         for name in ("max_traces", "max_spans_per_trace", "max_bytes", "remember"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(
                     f"assembly {name} must be a whole number of at least 1, got {value!r}"
                 )
