@@ -107,7 +107,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def test_public_api() -> None:
-    assert query.__all__ == ["CompiledFilter", "Node", "compile_filter", "compile_value", "parse"]
+    assert query.__all__ == [
+        "CompiledFilter",
+        "Node",
+        "compile_filter",
+        "compile_value",
+        "parse",
+        "uses_trace_fields",
+    ]
     for name in query.__all__:
         assert getattr(query, name) is not None
     f = compile_filter("is_root")

@@ -1,7 +1,8 @@
 """Property test: the compiled filter agrees with the reference evaluator.
 
 Random expressions (built with their static types in mind, so the checker accepts them) run on
-random real SDK spans whose attributes have mixed types and missing keys. For each one:
+random real SDK spans whose attributes have mixed types and missing keys, some of them carrying a
+random trace (for the ``trace.*`` fields) and some not. For each one:
 ``compile_filter(text)(view)`` is the reference's TRUE, ``compile_value(text)(view)`` is the
 reference's value, and ``why_false`` names a part of the text that is false on its own.
 """
@@ -20,7 +21,9 @@ from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval.query import compile_filter, compile_value, parse
 from otel_online_eval.query.reference import evaluate
 from otel_online_eval.spanview import SdkSpanView
+from otel_online_eval.traceview import TraceView
 from tests.spans import view
+from tests.test_query_trace import Anchored
 
 # -- spans ------------------------------------------------------------------------------------
 
@@ -80,6 +83,51 @@ def spans(draw: st.DrawFn) -> dict[str, Any]:
     )
 
 
+@st.composite
+def trace_spans(draw: st.DrawFn) -> dict[str, Any]:
+    """A span of the trace: like ``spans()``, sometimes a model call (with or without token
+    usage) or a tool call, so that every trace field varies."""
+    span = draw(spans())
+    attributes = span["attributes"]
+    role = draw(st.sampled_from(["plain", "chat", "tool"]))
+    if role == "chat":
+        attributes["gen_ai.operation.name"] = "chat"
+        for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+            tokens = draw(st.none() | st.integers(0, 100))
+            if tokens is not None:
+                attributes[key] = tokens
+    elif role == "tool":
+        attributes["gen_ai.operation.name"] = "execute_tool"
+        attributes["gen_ai.tool.name"] = draw(st.sampled_from(["get_weather", "search"]))
+        attributes["gen_ai.tool.call.arguments"] = "{}"  # what makes the span a tool call
+    return span
+
+
+@st.composite
+def scenes(draw: st.DrawFn) -> dict[str, Any]:
+    """An anchor span and what it carries: no ``trace`` attribute value at all (``plain``), a
+    None trace, or a trace of the anchor and 0 to 3 more spans."""
+    carries = draw(st.sampled_from(["plain", "none", "trace", "trace"]))
+    trace = None
+    if carries == "trace":
+        trace = {
+            "others": draw(st.lists(trace_spans(), max_size=3)),
+            "complete": draw(st.booleans()),
+        }
+    return {"anchor": draw(spans()), "carries": carries, "trace": trace}
+
+
+def build(scene: dict[str, Any]) -> SdkSpanView:
+    """The scene's view; built in the test, as the SDK draws random ids."""
+    anchor = view(**scene["anchor"])
+    if scene["carries"] == "plain":
+        return anchor
+    if scene["trace"] is None:
+        return Anchored(anchor, None)
+    others = [view(**other) for other in scene["trace"]["others"]]
+    return Anchored(anchor, TraceView([anchor, *others], complete=scene["trace"]["complete"]))
+
+
 # -- expressions: (text, static type) ---------------------------------------------------------
 
 STR, NUM, BOOL, LIST, ANY = "str", "num", "bool", "list", "any"
@@ -129,12 +177,31 @@ typed_fields = st.sampled_from(
         ("events[0]", ANY),
     ]
 )
+trace_fields = st.sampled_from(
+    [
+        ("trace.span_count", NUM),
+        ("trace.error_count", NUM),
+        ("trace.duration_ms", NUM),
+        ("trace.llm_calls", NUM),
+        ("trace.tool_calls", NUM),
+        ("trace.input_tokens", NUM),
+        ("trace.output_tokens", NUM),
+        ("trace.span_names", LIST),
+        ("trace.span_names[0]", ANY),
+        ("trace.complete", BOOL),
+    ]
+)
+span_name_literals = st.sampled_from(["chat", "tool%", "Chat a_b", ""]).map(
+    lambda s: (_quote(s), STR)  # names the spans have, so CONTAINS on trace.span_names hits
+)
 leaves: st.SearchStrategy[Expr] = st.one_of(
     attribute_refs,
     attribute_refs,
     json_refs,
     typed_fields,
+    trace_fields,
     string_literals,
+    span_name_literals,
     number_literals,
     bool_literals,
 )
@@ -254,9 +321,9 @@ SETTINGS = settings(
 
 
 @SETTINGS
-@given(span=spans(), texts_=st.lists(conditions, min_size=1, max_size=4))
-def test_compiled_filter_matches_reference(span: dict[str, Any], texts_: list[str]) -> None:
-    built = view(**span)
+@given(scene=scenes(), texts_=st.lists(conditions, min_size=1, max_size=4))
+def test_compiled_filter_matches_reference(scene: dict[str, Any], texts_: list[str]) -> None:
+    built = build(scene)
     for text in texts_:
         compiled = compile_filter(text)
         expected = evaluate(parse(text), built)
@@ -272,9 +339,9 @@ def test_compiled_filter_matches_reference(span: dict[str, Any], texts_: list[st
 
 
 @SETTINGS
-@given(span=spans(), exprs=st.lists(values, min_size=1, max_size=6))
-def test_compiled_value_matches_reference(span: dict[str, Any], exprs: list[Expr]) -> None:
-    built = view(**span)
+@given(scene=scenes(), exprs=st.lists(values, min_size=1, max_size=6))
+def test_compiled_value_matches_reference(scene: dict[str, Any], exprs: list[Expr]) -> None:
+    built = build(scene)
     for text, _ in exprs:
         expected = evaluate(parse(text), built)
         got = compile_value(text)(built)
@@ -310,6 +377,9 @@ TOKENS = [
     "scope",
     "events",
     "is_root",
+    "trace",
+    "trace.span_names",
+    "trace.complete",
     "json",
     "lower",
     "length",

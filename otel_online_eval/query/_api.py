@@ -10,10 +10,17 @@ from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval.query import ast
 from otel_online_eval.query._check import check_condition
 from otel_online_eval.query._compiler import Getter, Pred, compile_cond, compile_getter
+from otel_online_eval.query._fields import TRACE_FIELDS
 from otel_online_eval.query._parser import TOO_DEEP, parse, parse_typed
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["CompiledFilter", "CompiledValue", "compile_filter", "compile_value"]
+__all__ = [
+    "CompiledFilter",
+    "CompiledValue",
+    "compile_filter",
+    "compile_value",
+    "uses_trace_fields",
+]
 
 logger = logging.getLogger("otel_online_eval.query")
 
@@ -132,6 +139,22 @@ def compile_value(text: str) -> Callable[[SpanView], Any]:
         return CompiledValue(text, node, compile_getter(node))
     except RecursionError:
         raise FilterSyntaxError(TOO_DEEP, text, 0) from None
+
+
+def uses_trace_fields(expression: CompiledFilter | CompiledValue | ast.Node) -> bool:
+    """Whether ``expression`` reads any ``trace.*`` field.
+
+    Those fields are NULL on a span evaluated alone, so a rule that is not ``scope: trace``
+    has no use for them; the configuration refuses such a rule with this test.
+    """
+    node = expression if isinstance(expression, ast.Node) else expression.node
+    pending = [node]  # a loop, not recursion: a parsed expression may nest deeply
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ast.Field) and current.name in TRACE_FIELDS:
+            return True
+        pending.extend(ast.children(current))
+    return False
 
 
 def _explainer(node: ast.Node, text: str) -> Explainer:

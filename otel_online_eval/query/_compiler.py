@@ -24,11 +24,14 @@ import json
 import operator
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_online_eval.query import ast
 from otel_online_eval.query._regex import compile_regex
 from otel_online_eval.spanview import SpanView
+
+if TYPE_CHECKING:
+    from otel_online_eval.traceview import TraceView
 
 __all__ = ["Getter", "Pred", "compile_cond", "compile_getter", "like_matcher"]
 
@@ -261,6 +264,17 @@ def _events(view: SpanView) -> tuple[str, ...]:
     return tuple(event.name for event in view.events)
 
 
+def _trace_field(read: Callable[[TraceView], Any]) -> Getter:
+    """A ``trace.*`` field: ``read`` of the view's trace, NULL when the view has none."""
+
+    def get(view: SpanView) -> Any:
+        # getattr: a view of a span evaluated alone may have no ``trace`` attribute at all.
+        trace = getattr(view, "trace", None)
+        return None if trace is None else read(trace)
+
+    return get
+
+
 _FIELD_GETTERS: dict[str, Getter] = {
     "name": operator.attrgetter("name"),
     "kind": operator.attrgetter("kind"),
@@ -279,6 +293,15 @@ _FIELD_GETTERS: dict[str, Getter] = {
     "scope.name": operator.attrgetter("scope_name"),
     "scope.version": operator.attrgetter("scope_version"),
     "events": _events,
+    "trace.span_count": _trace_field(operator.attrgetter("span_count")),
+    "trace.error_count": _trace_field(operator.attrgetter("error_count")),
+    "trace.duration_ms": _trace_field(operator.attrgetter("duration_ms")),
+    "trace.llm_calls": _trace_field(lambda trace: len(trace.llm_calls)),
+    "trace.tool_calls": _trace_field(lambda trace: len(trace.tool_calls)),
+    "trace.input_tokens": _trace_field(operator.attrgetter("input_tokens")),
+    "trace.output_tokens": _trace_field(operator.attrgetter("output_tokens")),
+    "trace.span_names": _trace_field(operator.attrgetter("span_names")),
+    "trace.complete": _trace_field(operator.attrgetter("complete")),
 }
 
 

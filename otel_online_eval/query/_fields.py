@@ -13,6 +13,8 @@ __all__ = [
     "INTERVAL_UNITS",
     "KEYWORDS",
     "KNOWN_FIELDS_TEXT",
+    "KNOWN_TRACE_FIELDS_TEXT",
+    "TRACE_FIELDS",
     "Type",
 ]
 
@@ -27,6 +29,23 @@ class Type(enum.Enum):
     NULL = "NULL"
     ANY = "any value"
 
+
+TRACE_FIELDS: MappingProxyType[str, Type] = MappingProxyType(
+    {
+        "trace.span_count": Type.NUM,
+        "trace.error_count": Type.NUM,
+        "trace.duration_ms": Type.NUM,
+        "trace.llm_calls": Type.NUM,
+        "trace.tool_calls": Type.NUM,
+        "trace.input_tokens": Type.NUM,
+        "trace.output_tokens": Type.NUM,
+        "trace.span_names": Type.LIST,
+        "trace.complete": Type.BOOL,
+    }
+)
+"""The fields of the whole trace a ``scope: trace`` rule evaluates (read from its anchor's
+``trace``). All are NULL on a span evaluated alone; ``trace.input_tokens`` and
+``trace.output_tokens`` are also NULL when no model call reports its usage."""
 
 FIELDS: MappingProxyType[str, Type] = MappingProxyType(
     {
@@ -47,10 +66,11 @@ FIELDS: MappingProxyType[str, Type] = MappingProxyType(
         "scope.name": Type.STR,
         "scope.version": Type.STR,
         "events": Type.LIST,
+        **TRACE_FIELDS,
     }
 )
-"""Canonical field name -> static type. ``parent_span_id``, ``input``, ``output`` and ``model``
-may also be NULL; every other field is always present."""
+"""Canonical field name -> static type. ``parent_span_id``, ``input``, ``output``, ``model`` and
+the trace fields may also be NULL; every other field is always present."""
 
 FIELD_ALIASES: MappingProxyType[str, str] = MappingProxyType({"status": "status.code"})
 
@@ -86,8 +106,11 @@ KNOWN_FIELDS_TEXT = ", ".join(
         "scope.name",
         "scope.version",
         "events",
+        "trace.* (rules with scope: trace)",
     ]
 )
+
+KNOWN_TRACE_FIELDS_TEXT = ", ".join(TRACE_FIELDS)
 
 FUNCTIONS: MappingProxyType[str, int] = MappingProxyType(
     {"json": 1, "length": 1, "lower": 1, "now": 0, "upper": 1}

@@ -18,6 +18,8 @@ from otel_online_eval.query._fields import (
     FUNCTIONS,
     INTERVAL_UNITS,
     KNOWN_FIELDS_TEXT,
+    KNOWN_TRACE_FIELDS_TEXT,
+    TRACE_FIELDS,
     Type,
 )
 from otel_online_eval.query._lexer import Tok, Token, describe, tokenize
@@ -38,9 +40,10 @@ _PREDICATE_KEYWORDS = frozenset({"IS", "IN", "LIKE", "ILIKE", "MATCH", "CONTAINS
 _NEGATABLE = frozenset({"IN", "LIKE", "ILIKE", "MATCH", "CONTAINS", "INCLUDES"})
 TOO_DEEP = "expression nested too deeply"
 _UNITS_TEXT = "ms, millisecond(s), second(s), minute(s), hour(s), day(s)"
-_SPAN_FIELDS = sorted(
+_FIELD_NAMES = sorted(
     {*FIELDS, *FIELD_ALIASES, "attributes", "resource", "scope.name", "scope.version"}
 )
+_TRACE_NAMES = sorted(name.removeprefix("trace.") for name in TRACE_FIELDS)
 
 
 def parse(text: str) -> ast.Node:
@@ -415,7 +418,7 @@ class _Parser:
         word = tok.text.lower()
         if word in ("attributes", "resource"):
             return self.attribute_ref(tok, "attributes" if word == "attributes" else "resource")
-        if word in ("status", "scope"):
+        if word in ("status", "scope", "trace"):
             if self.is_op(".") and self.peek().kind in (Tok.IDENT, Tok.KEYWORD):
                 sub = self.peek()
                 full = f"{word}.{sub.text.lower()}"
@@ -457,13 +460,38 @@ class _Parser:
         )
 
     def unknown_field(self, word: str, tok: Token) -> NoReturn:
+        lowered = word.lower()
+        if lowered.startswith("trace.") or lowered == "trace":
+            self.unknown_trace_field(word, tok)
         message = f"unknown field '{word}'; known fields: {KNOWN_FIELDS_TEXT}"
-        if word.lower() == "now":
+        if lowered == "now":
             message += "; did you mean now()?"
         else:
-            close = difflib.get_close_matches(word.lower(), _SPAN_FIELDS, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(lowered, _FIELD_NAMES, n=1, cutoff=0.6)
             if close:
                 message += f"; did you mean '{close[0]}'?"
+        raise FilterSyntaxError(message, self.text, tok.start)
+
+    def unknown_trace_field(self, word: str, tok: Token) -> NoReturn:
+        # Only the trace fields are listed: whoever wrote 'trace.' wants one of them. A bare
+        # 'trace' may also be a mistyped trace_id, so it is matched against every field.
+        bare = word.lower() == "trace"
+        message = f"unknown field '{word}'; "
+        if bare:
+            message += "a trace field is written trace.<name>; "
+        message += f"known trace fields: {KNOWN_TRACE_FIELDS_TEXT}"
+        if bare:
+            close = difflib.get_close_matches("trace", _FIELD_NAMES, n=1, cutoff=0.6)
+        else:
+            # Matched without the shared 'trace.', which would make every name look close.
+            close = [
+                f"trace.{name}"
+                for name in difflib.get_close_matches(
+                    word.lower().removeprefix("trace."), _TRACE_NAMES, n=1, cutoff=0.6
+                )
+            ]
+        if close:
+            message += f"; did you mean '{close[0]}'?"
         raise FilterSyntaxError(message, self.text, tok.start)
 
     def source(self, node: ast.Node) -> str:

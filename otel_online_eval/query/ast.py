@@ -61,7 +61,8 @@ class Literal(Node):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Field(Node):
-    """A built-in span field by its canonical name (``status`` is ``status.code``)."""
+    """A built-in field by its canonical name (``status`` is ``status.code``): a span field, or
+    a ``trace.*`` field of the trace the span anchors."""
 
     name: str
 

@@ -100,6 +100,8 @@ def evaluate(node: ast.Node, view: SpanView) -> Any:
 
 
 def _field(name: str, view: SpanView) -> Any:
+    if name.startswith("trace."):
+        return _trace_field(name, view)
     if name == "name":
         return view.name
     if name == "kind":
@@ -135,6 +137,39 @@ def _field(name: str, view: SpanView) -> Any:
         return view.scope_version
     if name == "events":
         return tuple(e.name for e in view.events)
+    raise KeyError(name)
+
+
+def _trace_field(name: str, view: SpanView) -> Any:
+    """A ``trace.*`` field worked out from the trace's spans where it can be; the model and
+    tool calls come from the trace view, as their finding is the extraction presets' job."""
+    trace = getattr(view, "trace", None)
+    if trace is None:
+        return None
+    spans = sorted(trace.spans, key=lambda s: (s.start_time_ns, s.end_time_ns))
+    if name == "trace.span_count":
+        return len(spans)
+    if name == "trace.error_count":
+        return len([s for s in spans if s.status_code == "ERROR"])
+    if name == "trace.duration_ms":
+        return (max(s.end_time_ns for s in spans) - min(s.start_time_ns for s in spans)) / 1e6
+    if name == "trace.llm_calls":
+        return len(trace.llm_calls)
+    if name == "trace.tool_calls":
+        return len(trace.tool_calls)
+    if name in ("trace.input_tokens", "trace.output_tokens"):
+        which = "input_tokens" if name == "trace.input_tokens" else "output_tokens"
+        counts = [getattr(c, which) for c in trace.llm_calls]
+        known = [n for n in counts if n is not None]
+        return sum(known) if known else None
+    if name == "trace.span_names":
+        names: list[str] = []
+        for span in spans:  # each name once, in start order
+            if span.name not in names:
+                names.append(span.name)
+        return tuple(names)
+    if name == "trace.complete":
+        return trace.complete
     raise KeyError(name)
 
 
