@@ -1,20 +1,34 @@
 """Scorers over a whole trace (``EvalInput.trace``): tool errors, loops, the step budget, the
 trace's latency and its token budget. Without a trace they raise ScorerError.
 
-They are not YAML types yet: they become ``tool_errors``, ``loop``, ``step_budget``,
-``trace_latency`` and ``trace_token_budget`` when rules get ``scope: trace`` (issue 12).
+YAML types (all inline: sync, CPU-only, linear in the trace), for rules with ``scope: trace``
+(``registry.TRACE_TYPES``):
+
+======================  =================================================================
+type                    options
+======================  =================================================================
+``tool_errors``         ``max_error_rate`` (0 to 1, default 0)
+``loop``                ``max_repeats`` (whole number >= 2, default 3)
+``step_budget``         ``max_llm_calls``, ``max_tool_calls`` (at least one)
+``trace_latency``       ``max_ms`` (required), ``target_ms``
+``trace_token_budget``  ``max_input_tokens``, ``max_output_tokens``, ``max_total_tokens``,
+                        ``max_cost`` (at least one), ``prices`` (model -> ``input_per_mtok``,
+                        ``output_per_mtok``; needed by ``max_cost``)
+======================  =================================================================
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from otel_online_eval._errors import ScorerError
-from otel_online_eval.scorers._fields import FAIL, PASS
-from otel_online_eval.scorers._span_metrics import duration_score, token_score
+from otel_online_eval._validate import Reader
+from otel_online_eval.scorers._fields import FAIL, PASS, builtin_type, describe, require_any
+from otel_online_eval.scorers._span_metrics import build_latency, duration_score, token_score
 from otel_online_eval.scorers.base import EvalInput, Score
 
 if TYPE_CHECKING:
@@ -27,6 +41,11 @@ __all__ = [
     "ToolErrorsScorer",
     "TraceLatencyScorer",
     "TraceTokenBudgetScorer",
+    "build_loop",
+    "build_step_budget",
+    "build_tool_errors",
+    "build_trace_latency",
+    "build_trace_token_budget",
 ]
 
 
@@ -156,8 +175,9 @@ class Price:
 
 @dataclass(slots=True, eq=False)
 class TraceTokenBudgetScorer:
-    """The trace's token totals (over every model call) against the bounds given, and its cost
-    against ``max_cost`` when a price table is given (a model missing from it is an error)."""
+    """The trace's token totals (over every model call) against the bounds given; with a price
+    table, its cost (in metadata, and against ``max_cost`` when set; a model missing from the
+    table is an error)."""
 
     name: str
     max_input: int | None = None
@@ -184,16 +204,18 @@ class TraceTokenBudgetScorer:
                 self.max_total,
                 "no model call in the trace has",
             )
-        if self.max_cost is None or self.prices is None:
+        if self.prices is None:
             assert tokens is not None  # __post_init__: some maximum is set
             return tokens
         cost = self._cost(trace, self.prices)
         meta: dict[str, Any] = dict(tokens.metadata) if tokens is not None else {}
         meta["cost"] = round(cost, 6)
-        over_cost = cost > self.max_cost
-        words = f"cost {cost:.4g}" + (
-            f", over the maximum {self.max_cost:g}" if over_cost else f" <= {self.max_cost:g}"
-        )
+        over_cost = self.max_cost is not None and cost > self.max_cost
+        words = f"cost {cost:.4g}"
+        if self.max_cost is not None:
+            words += (
+                f", over the maximum {self.max_cost:g}" if over_cost else f" <= {self.max_cost:g}"
+            )
         if tokens is not None:
             words = f"{tokens.explanation}; {words}"
         failed = over_cost or (tokens is not None and tokens.label == FAIL)
@@ -210,3 +232,95 @@ class TraceTokenBudgetScorer:
             cost += (call.input_tokens or 0) * price.input_per_mtok / 1e6
             cost += (call.output_tokens or 0) * price.output_per_mtok / 1e6
         return cost
+
+
+# --- YAML types -------------------------------------------------------------------------------
+
+
+@builtin_type("tool_errors")
+def build_tool_errors(name: str, opts: Reader) -> ToolErrorsScorer:
+    """``tool_errors``: ``max_error_rate`` (0 to 1, default 0)."""
+    return ToolErrorsScorer(name, float(opts.number("max_error_rate", 0.0, lo=0, hi=1)))
+
+
+@builtin_type("loop")
+def build_loop(name: str, opts: Reader) -> LoopScorer:
+    """``loop``: ``max_repeats`` (a whole number >= 2, default 3)."""
+    return LoopScorer(name, int(opts.number("max_repeats", 3, lo=2, integer=True)))
+
+
+_STEPS = ("max_llm_calls", "max_tool_calls")
+
+
+@builtin_type("step_budget")
+def build_step_budget(name: str, opts: Reader) -> StepBudgetScorer | None:
+    """``step_budget``: ``max_llm_calls``, ``max_tool_calls`` (at least one)."""
+    before = len(opts.issues.items)
+    bounds = [opts.number(key, None, lo=0, integer=True) for key in _STEPS]
+    if len(opts.issues.items) > before or not require_any(opts, _STEPS, bounds):
+        return None
+    return StepBudgetScorer(name, *bounds)
+
+
+@builtin_type("trace_latency")
+def build_trace_latency(name: str, opts: Reader) -> TraceLatencyScorer | None:
+    """``trace_latency``: ``max_ms`` (required), ``target_ms`` (below it), as ``latency``."""
+    span = build_latency(name, opts)
+    return None if span is None else TraceLatencyScorer(name, span.max_ms, span.target_ms)
+
+
+_TOKENS = ("max_input_tokens", "max_output_tokens", "max_total_tokens")
+
+
+def _read_prices(opts: Reader) -> dict[str, Price] | None:
+    """``prices:``: model -> ``{input_per_mtok, output_per_mtok}``; None when absent."""
+    table = opts.sub("prices")
+    if not table.ok:
+        return None
+    if not table.data:
+        opts.error("prices", "must not be empty: give model -> {input_per_mtok, output_per_mtok}")
+        return None
+    prices: dict[str, Price] = {}
+    for model, value in table.data.items():
+        if not isinstance(value, Mapping):
+            table.error(
+                str(model),
+                f"must be a mapping with input_per_mtok and output_per_mtok, got {describe(value)}",
+            )
+            continue
+        entry = table.sub(str(model))
+        per_in = entry.number("input_per_mtok", None, lo=0, required=True)
+        per_out = entry.number("output_per_mtok", None, lo=0, required=True)
+        entry.done()
+        if per_in is not None and per_out is not None:
+            prices[str(model)] = Price(float(per_in), float(per_out))
+    return prices
+
+
+@builtin_type("trace_token_budget")
+def build_trace_token_budget(name: str, opts: Reader) -> TraceTokenBudgetScorer | None:
+    """``trace_token_budget``: ``max_input_tokens``, ``max_output_tokens``,
+    ``max_total_tokens``, ``max_cost`` (at least one); ``prices`` (needed by ``max_cost``)."""
+    before = len(opts.issues.items)
+    bounds = [opts.number(key, None, lo=0, integer=True) for key in _TOKENS]
+    max_cost = opts.number("max_cost", None, lo=0)
+    prices = _read_prices(opts)
+    if len(opts.issues.items) > before:
+        return None
+    if not require_any(opts, (*_TOKENS, "max_cost"), (*bounds, max_cost)):
+        return None
+    if max_cost is not None and prices is None:
+        opts.error(
+            "max_cost",
+            "needs 'prices': model -> {input_per_mtok, output_per_mtok} for every model called",
+        )
+        return None
+    max_input, max_output, max_total = bounds
+    return TraceTokenBudgetScorer(
+        name,
+        max_input,
+        max_output,
+        max_total,
+        prices=prices,
+        max_cost=None if max_cost is None else float(max_cost),
+    )

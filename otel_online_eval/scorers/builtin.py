@@ -18,13 +18,24 @@ type               scores
 ``python``         your own function or class, ``ref: "package.module:attr"``
 =================  ======================================================================
 
+Over a whole trace (rules with ``scope: trace``; ``_trace.py``): ``tool_errors``, ``loop``,
+``step_budget``, ``trace_latency``, ``trace_token_budget``. ``registry.TRACE_TYPES`` and
+``registry.SESSION_TYPES`` name the types and judge templates that need a trace or a session.
+
 Every text type has the ``field`` option (``output`` by default, ``input``, or a filter-language
 expression over the span). docs/scorers.md is the user reference.
 """
 
 from __future__ import annotations
 
-from otel_online_eval.scorers import _heuristics, _pii, _python_ref, _refusal, _span_metrics
+from otel_online_eval.scorers import (
+    _heuristics,
+    _pii,
+    _python_ref,
+    _refusal,
+    _span_metrics,
+    _trace,
+)
 from otel_online_eval.scorers import judge as _judge  # noqa: F401  (type llm_judge)
 from otel_online_eval.scorers._autoevals import build_autoevals  # noqa: F401  (type autoevals)
 from otel_online_eval.scorers._embeddings import build_embedding_similarity  # noqa: F401
@@ -32,4 +43,4 @@ from otel_online_eval.scorers._embeddings import build_embedding_similarity  # n
 __all__: list[str] = []
 
 # Imported for the side effect of registering their types.
-_MODULES = (_heuristics, _pii, _python_ref, _refusal, _span_metrics)
+_MODULES = (_heuristics, _pii, _python_ref, _refusal, _span_metrics, _trace)

@@ -16,7 +16,15 @@ from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval._validate import Reader
 from otel_online_eval.scorers.base import EvalInput, Scorer
 
-__all__ = ["INLINE_TYPES", "SCORER_TYPES", "ScorerFactory", "field_getter", "register"]
+__all__ = [
+    "INLINE_TYPES",
+    "SCORER_TYPES",
+    "SESSION_TYPES",
+    "TRACE_TYPES",
+    "ScorerFactory",
+    "field_getter",
+    "register",
+]
 
 ScorerFactory = Callable[[str, Reader], "Scorer | None"]
 
@@ -27,6 +35,29 @@ INLINE_TYPES: set[str] = set()
 """Types whose scorers are sync, CPU-only and linear in their input: the engine calls them
 directly on its event loop instead of handing them to the thread pool (which costs more than
 the scoring). Their timeout is not enforced, since a running call cannot be interrupted."""
+
+TRACE_TYPES: frozenset[str] = frozenset(
+    {
+        "tool_errors",
+        "loop",
+        "step_budget",
+        "trace_latency",
+        "trace_token_budget",
+        # llm_judge templates (``template: task_completion``) over the trace's transcript
+        "task_completion",
+        "tool_use",
+        "answer_grounded_in_tools",
+    }
+)
+"""YAML types, and ``llm_judge`` built-in template names, that score a whole trace: they need a
+rule with ``scope: trace`` and fail on every span of a ``scope: span`` rule."""
+
+SESSION_TYPES: frozenset[str] = frozenset(
+    {"session_turns", "conversation_resolved", "user_frustration"}
+)
+"""YAML types, and ``llm_judge`` built-in template names, that score a conversation of several
+traces: they need a rule with ``scope: session`` (the two templates also read a single trace's
+transcript, with ``scope: trace``)."""
 
 
 def register(type_name: str, inline: bool = False) -> Callable[[ScorerFactory], ScorerFactory]:

@@ -11,6 +11,9 @@ A placeholder is one of:
 * ``system_instructions``: the system prompt the judged model was given;
 * ``conversation``: the judged model's input messages, one ``role: text`` block each;
 * ``context``: retrieved documents, read with the scorer's ``context:`` expression;
+* ``transcript``: the whole trace's messages (``EvalInput.trace``), else the session's
+  (``EvalInput.session``), one ``role: text`` block each, tool calls and results included;
+* ``tool_calls``: the trace's tool runs, each with its name, arguments and result or error;
 * a name from the scorer's ``variables:`` (name -> filter-language expression);
 * any other filter-language value expression over the span, such as
   ``attributes['app.user_tier']`` or ``json(attributes['x']).field``.
@@ -25,6 +28,11 @@ and any text inside the value that looks like the fence itself (``<judged_conten
 ``</judged_content``) is neutralised (``&lt;/judged_content``), so the judged text cannot close
 its block and speak to the judge as the prompt. The system message tells the judge that
 fenced text is data, never instructions.
+
+A value longer than ``max_chars`` is cut with a note: most keep their start; ``transcript`` and
+``tool_calls`` keep their start and their end (the task and how it ended), cutting the middle.
+Without a trace (or a session, for ``transcript``) those two are an error that names the rule
+scope they need.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -43,6 +51,10 @@ from otel_online_eval._errors import FilterSyntaxError, ScorerError
 from otel_online_eval._validate import Issues, Reader
 from otel_online_eval.scorers._fields import as_text, describe
 from otel_online_eval.scorers.base import EvalInput
+
+if TYPE_CHECKING:
+    from otel_online_eval.genai import Message
+    from otel_online_eval.traceview import ToolCallRecord
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -59,8 +71,19 @@ _FENCE_IN_TEXT = re.compile(r"<(\s*/?\s*" + FENCE_TAG + r")", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-RESERVED = ("input", "output", "system_instructions", "conversation", "context")
+RESERVED = (
+    "input",
+    "output",
+    "system_instructions",
+    "conversation",
+    "context",
+    "transcript",
+    "tool_calls",
+)
 """Placeholders with a fixed meaning (see the module docstring)."""
+
+WHOLE_TRACE = {"transcript": "scope: trace (or scope: session)", "tool_calls": "scope: trace"}
+"""Placeholders that read a whole trace (or session), with the rule scope each needs."""
 
 _TEMPLATE_KEYS = ("prompt", "choice_scores", "description")
 
@@ -99,6 +122,12 @@ class Template:
     @property
     def choices(self) -> tuple[str, ...]:
         return tuple(self.choice_scores)
+
+    @property
+    def needs_trace(self) -> bool:
+        """True when the prompt reads a whole trace or session (``{{transcript}}``,
+        ``{{tool_calls}}``): the judge scores nothing in a rule with ``scope: span``."""
+        return any(p in WHOLE_TRACE for p in self.placeholders)
 
 
 def fence(name: str, text: str) -> str:
@@ -264,11 +293,62 @@ def _conversation(inp: EvalInput) -> Any:
     return "\n\n".join(f"{m.role}: {m.text}" for m in messages)
 
 
+def _dialogue(inp: EvalInput) -> Any:
+    """What ``{{transcript}}`` reads: the trace, else the session (None without either)."""
+    return inp.trace if inp.trace is not None else getattr(inp, "session", None)
+
+
+def render_messages(messages: Sequence[Message]) -> str | None:
+    """A transcript as text: ``role: text`` per message, blank-line separated; a tool call as
+    ``[calls name {arguments}]``, a tool's answer as ``tool (name): result``. None when empty."""
+    names: dict[str, str] = {}
+    blocks = []
+    for m in messages:
+        lines = [m.text] if m.text else []
+        for call in m.tool_calls:
+            args = "" if call.arguments is None else " " + as_text(call.arguments)
+            lines.append(f"[calls {call.name}{args}]")
+            if call.id:
+                names[call.id] = call.name
+        tools = sorted({t for r in m.tool_results if (t := r.name or names.get(r.id or ""))})
+        role = f"{m.role} ({', '.join(tools)})" if tools else m.role
+        blocks.append(f"{role}: " + "\n".join(lines))
+    return "\n\n".join(blocks) or None
+
+
+def _transcript(inp: EvalInput) -> Any:
+    source = _dialogue(inp)
+    return None if source is None else render_messages(source.messages)
+
+
+def render_tool_calls(calls: Sequence[ToolCallRecord]) -> str:
+    """Each tool run: its number and name, its arguments, its result or its error."""
+    if not calls:
+        return "(no tool was run)"
+    blocks = []
+    for i, call in enumerate(calls, 1):
+        args = "(none)" if call.arguments is None else as_text(call.arguments)
+        if call.error is not None:
+            outcome = f"error: {call.error}"
+        else:
+            outcome = "result: " + (
+                "(none recorded)" if call.result is None else as_text(call.result)
+            )
+        blocks.append(f"{i}. {call.name}\n   arguments: {args}\n   {outcome}")
+    return "\n".join(blocks)
+
+
+def _tool_calls(inp: EvalInput) -> Any:
+    return None if inp.trace is None else render_tool_calls(inp.trace.tool_calls)
+
+
 _FIXED: dict[str, Getter] = {
     "input": _input,
     "output": _output,
     "system_instructions": _system,
     "conversation": _conversation,
+    "transcript": _transcript,
+    "tool_calls": _tool_calls,
 }
 
 _HINTS = {
@@ -277,6 +357,7 @@ _HINTS = {
     "system_instructions": "the span has no system instructions",
     "conversation": "the span has no input messages",
     "context": "the `context:` expression has no value on this span",
+    "transcript": "the trace has no chat messages",
 }
 
 
@@ -314,15 +395,31 @@ class Prompt:
                 continue
             value = piece.get(inp)
             if value is None:
-                hint = _HINTS.get(piece.expr, "the expression has no value on this span")
-                raise ScorerError(f"{piece.label} is missing: {hint}")
+                raise ScorerError(self._missing(piece, inp))
             text = as_text(value)
             if len(text) > self.max_chars:
                 cut = len(text) - self.max_chars
-                text = f"{text[: self.max_chars]}\n[... {cut} more characters not shown]"
+                if piece.expr in WHOLE_TRACE:  # keep how it started and how it ended
+                    head = self.max_chars // 2
+                    tail = text[len(text) - (self.max_chars - head) :]
+                    text = f"{text[:head]}\n[... {cut} characters not shown ...]\n{tail}"
+                else:
+                    text = f"{text[: self.max_chars]}\n[... {cut} more characters not shown]"
             out.append(fence(piece.label, text))
         out.append(self.suffix)
         return "".join(out)
+
+    def _missing(self, piece: _Slot, inp: EvalInput) -> str:
+        scope = WHOLE_TRACE.get(piece.expr)
+        has = inp.trace if piece.expr == "tool_calls" else _dialogue(inp)
+        if scope is not None and has is None:
+            return (
+                f"template {self.template.name!r} uses {{{{{piece.expr}}}}}, which reads a "
+                f"whole trace, and this evaluation is of one span: use the judge in a rule "
+                f"with {scope}"
+            )
+        hint = _HINTS.get(piece.expr, "the expression has no value on this span")
+        return f"{piece.label} is missing: {hint}"
 
 
 def bind_prompt(
