@@ -18,7 +18,9 @@ class SpanPlan:
     """One eval or score span, in a form any encoder (SDK or protobuf) can turn into a span.
 
     ``status`` is (code, description) with code ``UNSET`` or ``ERROR``; events are
-    (name, time_ns, attributes).
+    (name, time_ns, attributes). ``link`` is the scored span; ``more_links`` are (span, what
+    it is: ``supersedes`` for the eval span a re-evaluation replaces), each written with
+    ``online_eval.link`` set to that word.
     """
 
     trace_id: int
@@ -31,3 +33,4 @@ class SpanPlan:
     events: tuple[tuple[str, int, Mapping[str, AttributeValue]], ...] = ()
     link: SpanContext | None = None
     status: tuple[str, str | None] = ("UNSET", None)
+    more_links: tuple[tuple[SpanContext, str], ...] = ()

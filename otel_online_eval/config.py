@@ -10,9 +10,10 @@ Sections::
 
     extract:  {presets: [genai]}                   where input/output are read from
     scorers:  {NAME: {type: ..., timeout_s, scale, bulkhead, ...type options}}
-    rules:    [{name, description, filter, sampling, sampling_seed, apply_to, scorers}]
+    rules:    [{name, description, scope, filter, sampling, sampling_seed, apply_to, scorers,
+                completion, late, on_incomplete}]   (the last three: trace rules only)
     export:   {otlp: {...}} | {console: {}} | {file: {path}}, plus batch: {...}
-    engine:   {queue_size, max_concurrent_evals, threads, shutdown_timeout_s}
+    engine:   {queue_size, max_concurrent_evals, threads, shutdown_timeout_s, assembly}
     receiver: {grpc, http, tls, auth, drain_timeout_s}     the sidecar only
     forward:  {otlp, queue, retry}                          the sidecar only
 """
@@ -28,12 +29,14 @@ from typing import Any
 from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval._validate import Issues, Reader
 from otel_online_eval._yaml import load_yaml
+from otel_online_eval.assembly import AssemblyBounds, Completion
+from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.export import ExportConfig, read_export_config
 from otel_online_eval.genai import PRESETS
-from otel_online_eval.query import compile_filter
-from otel_online_eval.rules import ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse
+from otel_online_eval.query import compile_filter, uses_trace_fields
+from otel_online_eval.rules import SCOPES, ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
-from otel_online_eval.scorers.registry import INLINE_TYPES
+from otel_online_eval.scorers.registry import INLINE_TYPES, SESSION_TYPES, TRACE_TYPES
 from otel_online_eval.sidecar.config import (
     ForwardConfig,
     ReceiverConfig,
@@ -42,26 +45,6 @@ from otel_online_eval.sidecar.config import (
 )
 
 __all__ = ["EngineConfig", "ExtractConfig", "OnlineEvalConfig", "load_config", "parse_config"]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """How evaluation runs in the background.
-
-    Attributes:
-        queue_size: spans waiting for evaluation; when full, new spans are dropped and counted.
-        max_concurrent_evals: (span, rule) evaluations in flight at once; also the default
-            concurrency of each async scorer.
-        threads: the threads of each sync scorer, its own (unless its ``bulkhead.concurrency``
-            says otherwise), so that a scorer that hangs holds only its own; also the pool
-            that runs sync sampling callables.
-        shutdown_timeout_s: how long shutdown waits for queued evaluations.
-    """
-
-    queue_size: int = 2048
-    max_concurrent_evals: int = 64
-    threads: int = 4
-    shutdown_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +174,19 @@ def _read_extract(r: Reader) -> ExtractConfig:
     )
 
 
+def _needs(kind: str, opts: Reader) -> str | None:
+    """What a scorer scores beyond one span: ``trace``, ``session`` or None."""
+    template = opts.data.get("template") if kind == "llm_judge" else None
+    if not isinstance(template, str):  # an inline template is checked when it is built
+        template = None
+    for name in (kind, template):
+        if name in TRACE_TYPES:
+            return "trace"
+        if name in SESSION_TYPES:
+            return "session"
+    return None
+
+
 def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
     specs: dict[str, ScorerSpec] = {}
     for name in r.data:
@@ -204,6 +200,7 @@ def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
         if kind is None:
             continue
         scorer = SCORER_TYPES[kind](str(name), opts)
+        needs = _needs(kind, opts)
         opts.done()
         if scorer is not None:
             specs[str(name)] = ScorerSpec(
@@ -214,6 +211,7 @@ def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
                 float(scale),
                 inline=kind in INLINE_TYPES,
                 bulkhead=bulkhead,
+                needs=needs,
             )
     return specs
 
@@ -247,6 +245,7 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
                 r.error("name", f"duplicate rule name {name!r}; rule names must be unique")
             seen.add(name)
         description = r.str("description", "")
+        scope = r.choice("scope", SCOPES, default="span")
         sampling = r.number("sampling", 1.0, lo=0.0, hi=1.0)
         seed = r.number("sampling_seed", None, integer=True, lo=0)
         clause = r.str("filter")
@@ -256,7 +255,14 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
                 compiled = compile_filter(clause)
             except FilterSyntaxError as exc:
                 r.error("filter", f"filter does not parse: {exc.message}", exc.position)
+        if compiled is not None and scope != "trace" and uses_trace_fields(compiled):
+            r.error(
+                "filter",
+                "trace.* fields are known only to rules with scope: trace "
+                f"(this rule's scope is {scope})",
+            )
         apply_to = _read_apply_to(r.sub("apply_to"))
+        trace_only = _read_trace_options(r, scope)
         uses = r.list("scorers", lambda v, p: _read_use(v, p, scorers, top.issues), required=True)
         if r.data.get("scorers") == []:
             r.error("scorers", "must name at least one scorer")
@@ -266,9 +272,12 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
             if repeated:
                 r.error("scorers", f"names a scorer twice: {', '.join(repeated)}")
                 uses = None
+        if uses:
+            _check_scorer_scopes(r, scope, uses)
         r.done()
-        if name is None or uses is None:
+        if name is None or uses is None or trace_only is None:
             return None
+        completion, late, on_incomplete = trace_only
         return Rule(
             name=name,
             scorers=tuple(uses),
@@ -277,10 +286,78 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
             sampling_seed=seed,
             filter=compiled,
             apply_to=apply_to,
+            scope=scope,
+            completion=completion,
+            late=late,
+            on_incomplete=on_incomplete,
         )
 
     rules = top.list("rules", one, default=[])
     return tuple(rules)
+
+
+_TRACE_KEYS = ("completion", "late", "on_incomplete")
+
+
+def _read_trace_options(r: Reader, scope: str) -> tuple[Completion | None, str, str] | None:
+    """A trace rule's completion, late and on_incomplete (None when they do not check)."""
+    if scope != "trace":
+        for key in _TRACE_KEYS:
+            if r.has(key):
+                r.raw(key)
+                r.error(key, f"applies to rules with scope: trace only (this rule's is {scope})")
+        return Completion(), "ignore", "evaluate"
+    late = r.choice("late", ("ignore", "reevaluate"), default="ignore")
+    on_incomplete = r.choice("on_incomplete", ("evaluate", "skip"), default="evaluate")
+    completion = _read_completion(r.sub("completion")) if r.has("completion") else Completion()
+    return None if completion is None else (completion, late, on_incomplete)
+
+
+def _read_completion(r: Reader) -> Completion | None:
+    d = Completion()
+    settle_s = float(r.number("settle_s", d.settle_s, lo=0))
+    idle_s = float(r.number("idle_s", d.idle_s, lo=0.001))
+    max_wait_s = float(r.number("max_wait_s", d.max_wait_s, lo=0.001))
+    end_on = r.sub("end_on")
+    names = end_on.str_list("span_names", [], allow_scalar=True)
+    end_on.done()
+    r.done()
+    if settle_s > idle_s:
+        r.error(
+            "settle_s",
+            f"must not exceed idle_s ({idle_s:g}), got {settle_s:g}: a complete trace would "
+            "wait longer than an incomplete one",
+        )
+        return None
+    if max_wait_s < idle_s:
+        r.error(
+            "max_wait_s",
+            f"must be at least idle_s ({idle_s:g}), got {max_wait_s:g}",
+        )
+        return None
+    return Completion(settle_s, idle_s, max_wait_s, frozenset(names))
+
+
+def _check_scorer_scopes(r: Reader, scope: str, uses: list[ScorerUse]) -> None:
+    """A scorer of whole traces or sessions in a rule that scores less: an error at load."""
+    raw = r.data.get("scorers")
+    where: dict[str, str] = {}
+    if isinstance(raw, list):
+        for i, item in enumerate(raw):
+            name = item if isinstance(item, str) else (item or {}).get("scorer")
+            if isinstance(name, str):
+                where.setdefault(name, f"{r.at('scorers')}[{i}]")
+    for use in uses:
+        needs = use.spec.needs
+        # The conversation templates read one trace's transcript too; session_turns cannot.
+        reads_trace = needs == "session" and use.spec.type == "llm_judge"
+        if needs is None or needs == scope or (reads_trace and scope == "trace"):
+            continue
+        r.issues.add(
+            where.get(use.name, r.at("scorers")),
+            f"scorer {use.name!r} ({use.spec.type}) scores a whole {needs}; use it in a rule "
+            f"with scope: {needs} (this rule's scope is {scope})",
+        )
 
 
 def _read_apply_to(r: Reader) -> ApplyTo:
@@ -325,6 +402,23 @@ def _failed_scorer_names(issues: Issues) -> set[str]:
     }
 
 
+def _read_assembly(r: Reader) -> AssemblyBounds:
+    d = AssemblyBounds()
+
+    def whole(key: str, default: int) -> int:
+        return int(r.number(key, default, lo=1, integer=True))
+
+    bounds = AssemblyBounds(
+        max_traces=whole("max_traces", d.max_traces),
+        max_spans_per_trace=whole("max_spans_per_trace", d.max_spans_per_trace),
+        max_bytes=whole("max_bytes", d.max_bytes),
+        on_full=r.choice("on_full", ("evaluate", "drop"), default=d.on_full),
+        remember=whole("remember", d.remember),
+    )
+    r.done()
+    return bounds
+
+
 def _read_engine(r: Reader) -> EngineConfig:
     d = EngineConfig()
     cfg = EngineConfig(
@@ -334,6 +428,7 @@ def _read_engine(r: Reader) -> EngineConfig:
         ),
         threads=int(r.number("threads", d.threads, lo=1, hi=256, integer=True)),
         shutdown_timeout_s=float(r.number("shutdown_timeout_s", d.shutdown_timeout_s, lo=0)),
+        assembly=_read_assembly(r.sub("assembly")),
     )
     r.done()
     return cfg

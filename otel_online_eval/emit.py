@@ -68,6 +68,8 @@ class Target:
         link: the span context the eval span links to, if any.
         resource: the resource the eval spans are reported under.
         scored_name: the scored span's name, if there is one.
+        more_links: other spans the eval span links to, each with what it is (``supersedes``:
+            the eval span of the revision this one replaces).
     """
 
     trace_id: int
@@ -75,6 +77,7 @@ class Target:
     link: SpanContext | None
     resource: Resource
     scored_name: str | None = None
+    more_links: tuple[tuple[SpanContext, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,7 @@ class PlanningEmitter:
                 tuple(events),
                 target.link,
                 status,
+                target.more_links,
             )
         )
         self.scheduled += len(plans)
@@ -357,7 +361,7 @@ class Emitter(PlanningEmitter):
                     resource=resource,
                     attributes=MappingProxyType(dict(plan.attributes)),
                     events=[Event(n, attrs, t) for n, t, attrs in plan.events],
-                    links=[Link(plan.link, _LINK_ATTRS)] if plan.link is not None else [],
+                    links=_links(plan),
                     kind=SpanKind.INTERNAL,
                     status=Status(StatusCode[code], description),
                     start_time=plan.start_ns,
@@ -365,6 +369,12 @@ class Emitter(PlanningEmitter):
                     instrumentation_scope=SCOPE,
                 )
             )
+
+
+def _links(plan: SpanPlan) -> list[Link]:
+    links = [Link(plan.link, _LINK_ATTRS)] if plan.link is not None else []
+    links.extend(Link(ctx, {"online_eval.link": what}) for ctx, what in plan.more_links)
+    return links
 
 
 def _message(run: ScorerRun) -> str:

@@ -29,6 +29,13 @@ identities between them are in ``docs/metrics.md``:
   ``.exported`` of those exported; ``.dropped`` {reason} of those lost: ``queue_full``,
   ``failed``, ``shutdown``.
 
+Trace rules (``scope: trace``) also count assembly: ``online_eval.assembly.spans`` {rule,
+outcome} (``buffered``, ``duplicate``, ``over_limit``), ``.late`` {rule} (spans of an evaluated
+trace not buffered), ``.traces`` {rule, reason} (handed to evaluation: ``complete``,
+``end_on``, ``idle``, ``max_wait``, ``evicted``, ``shutdown``), ``.evicted`` {rule, reason}
+(``max_traces``, ``max_bytes``), ``.dropped`` {rule}, ``.skipped_incomplete`` {rule},
+``.lost`` {rule, reason}; gauges ``.buffered.traces`` and ``.buffered.bytes`` {rule}.
+
 Gauges ``online_eval.queue.size`` (spans waiting for a worker) and ``online_eval.scorer.stuck``
 {scorer} (sync calls that timed out and still hold one of the scorer's threads). Histogram
 ``online_eval.scorer.duration`` (s) {rule, scorer}: time one scorer call took once it started.
@@ -168,6 +175,57 @@ METRICS: dict[str, MetricSpec] = {
             "counter",
             "{span}",
             "Eval and score spans lost before or in export, by reason",
+        ),
+        MetricSpec(
+            "online_eval.assembly.spans",
+            "counter",
+            "{span}",
+            "Sampled spans handed to trace assembly, by outcome: buffered, duplicate, over_limit",
+        ),
+        MetricSpec(
+            "online_eval.assembly.late",
+            "counter",
+            "{span}",
+            "Spans of a trace already evaluated that were not buffered",
+        ),
+        MetricSpec(
+            "online_eval.assembly.traces",
+            "counter",
+            "{trace}",
+            "Traces handed to evaluation, by completion reason",
+        ),
+        MetricSpec(
+            "online_eval.assembly.evicted",
+            "counter",
+            "{trace}",
+            "Traces evicted to make room, by the bound reached",
+        ),
+        MetricSpec(
+            "online_eval.assembly.dropped",
+            "counter",
+            "{trace}",
+            "Evicted traces dropped without evaluation (on_full: drop)",
+        ),
+        MetricSpec(
+            "online_eval.assembly.skipped_incomplete",
+            "counter",
+            "{trace}",
+            "Incomplete traces skipped (on_incomplete: skip)",
+        ),
+        MetricSpec(
+            "online_eval.assembly.lost",
+            "counter",
+            "{trace}",
+            "Traces whose evaluation was lost, by reason: error, shutdown",
+        ),
+        MetricSpec(
+            "online_eval.assembly.buffered.traces", "gauge", "{trace}", "Traces being assembled"
+        ),
+        MetricSpec(
+            "online_eval.assembly.buffered.bytes",
+            "gauge",
+            "By",
+            "Estimated memory held by the spans of traces being assembled",
         ),
         MetricSpec(
             "online_eval.scorer.duration",

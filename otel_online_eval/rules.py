@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
 
+from otel_online_eval.assembly import Completion
 from otel_online_eval.sampling import FULL, SamplerFn, bound, sample_hash, seed_salt
 from otel_online_eval.scorers.base import FunctionScorer, Scorer, is_async_scorer
 
@@ -30,6 +31,7 @@ __all__ = [
     "LOCAL_PARENT",
     "NO_PARENT",
     "REMOTE_PARENT",
+    "SCOPES",
     "ApplyTo",
     "BulkheadConfig",
     "Decision",
@@ -44,6 +46,9 @@ NO_PARENT, REMOTE_PARENT, LOCAL_PARENT = 0, 1, 2
 """Where a span's parent is: none (a trace root), in another process, or in this one."""
 
 DEFAULT_TIMEOUT_S = 30.0
+
+SCOPES = ("span", "trace")
+"""What one evaluation of a rule covers: one span, or every span of one trace."""
 
 
 def parent_state(view: SpanView) -> int:
@@ -128,6 +133,7 @@ class ScorerSpec:
             bounded scorers only: the timeout cannot interrupt them). Scorers in code opt in
             with a class attribute ``inline = True``.
         bulkhead: its share of the engine: concurrency, wait for a slot, quarantine.
+        needs: what it scores beyond one span: ``trace`` or ``session`` (None: a span).
     """
 
     name: str
@@ -137,6 +143,7 @@ class ScorerSpec:
     scale: float = 1.0
     inline: bool = False
     bulkhead: BulkheadConfig = BulkheadConfig()
+    needs: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +207,15 @@ class Rule:
         sampling: a rate in [0, 1], or a callable ``(input, output) -> bool`` (sync or async).
         sampling_seed: sample independently of other rules (None: the shared hash).
         filter: a compiled filter clause, or None.
-        apply_to: span selection.
+        apply_to: span selection; for a trace rule, the span that anchors the evaluation
+            (none set: the trace's root).
+        scope: ``span`` (each selected span is scored) or ``trace`` (the trace's spans are
+            buffered until it is complete, then scored once; sampling is by trace id).
+        completion: for a trace rule, when its trace is complete (None: the defaults).
+        late: for a trace rule, what a span of a trace already evaluated does: ``ignore``
+            (counted) or ``reevaluate`` (the trace is scored again, as its next revision).
+        on_incomplete: for a trace rule, a trace handed on by a fallback (idle, max_wait,
+            evicted, shutdown) is ``evaluate``d (marked incomplete) or ``skip``ped (counted).
     """
 
     name: str
@@ -210,6 +225,10 @@ class Rule:
     sampling_seed: int | None = None
     filter: CompiledFilter | None = None
     apply_to: ApplyTo = field(default_factory=ApplyTo)
+    scope: str = "span"
+    completion: Completion | None = None
+    late: str = "ignore"
+    on_incomplete: str = "evaluate"
     salt: int = field(init=False, repr=False)
     bound: int = field(init=False, repr=False)
     inline: bool = field(init=False, repr=False)
@@ -224,6 +243,19 @@ class Rule:
                 f"rule {self.name!r}: sampling must be a number in [0, 1] or a "
                 f"callable, got {self.sampling!r}"
             )
+        if self.scope not in SCOPES:
+            raise ValueError(
+                f"rule {self.name!r}: scope must be one of {SCOPES}, got {self.scope!r}"
+            )
+        if self.scope == "trace" and callable(self.sampling):
+            raise ValueError(
+                f"rule {self.name!r}: a trace rule samples by trace id at the trace's first span, "
+                "so its sampling must be a rate, not a callable"
+            )
+        if self.late not in ("ignore", "reevaluate"):
+            raise ValueError(f"rule {self.name!r}: late must be 'ignore' or 'reevaluate'")
+        if self.on_incomplete not in ("evaluate", "skip"):
+            raise ValueError(f"rule {self.name!r}: on_incomplete must be 'evaluate' or 'skip'")
         names = [use.name for use in self.scorers]
         if len(set(names)) != len(names):
             raise ValueError(f"rule {self.name!r}: scorer names must be unique, got {names}")
@@ -253,6 +285,10 @@ class Rule:
         span_names: Iterable[str] = (),
         timeout_s: float = DEFAULT_TIMEOUT_S,
         bulkhead: BulkheadConfig | None = None,
+        scope: str = "span",
+        completion: Completion | None = None,
+        late: str = "ignore",
+        on_incomplete: str = "evaluate",
     ) -> Rule:
         """Build a rule in code.
 
@@ -270,6 +306,10 @@ class Rule:
             timeout_s: the timeout of scorers given as objects or callables.
             bulkhead: the bulkhead of scorers given as objects or callables (the defaults of
                 :class:`BulkheadConfig` when None).
+            scope: ``span`` or ``trace``.
+            completion: a trace rule's completion settings.
+            late: a trace rule's late spans: ``ignore`` or ``reevaluate``.
+            on_incomplete: a trace rule's incomplete traces: ``evaluate`` or ``skip``.
         """
         from otel_online_eval.query import compile_filter
 
@@ -282,12 +322,21 @@ class Rule:
             sampling_seed=sampling_seed,
             filter=compile_filter(filter) if filter else None,
             apply_to=ApplyTo(root_spans, local_root_spans, frozenset(span_names)),
+            scope=scope,
+            completion=completion,
+            late=late,
+            on_incomplete=on_incomplete,
         )
 
     @property
     def rate(self) -> float | None:
         """The sampling rate, None for callable sampling."""
         return None if callable(self.sampling) else float(self.sampling)
+
+    @property
+    def is_trace(self) -> bool:
+        """True for a rule that scores whole traces."""
+        return self.scope == "trace"
 
     @property
     def sampling_is_callable(self) -> bool:

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 if TYPE_CHECKING:
     from otel_online_eval.genai import ExtractSettings, GenAIFields
+    from otel_online_eval.traceview import TraceView
 
 __all__ = ["EventView", "LinkView", "SdkSpanView", "SpanView"]
 
@@ -108,6 +109,12 @@ class SpanView:
     def sdk_resource(self) -> Resource:
         """The resource as an SDK object, for eval spans that share it."""
         raise NotImplementedError
+
+    @property
+    def trace(self) -> TraceView | None:
+        """The whole trace, when the span anchors a trace rule's evaluation (the filter's
+        ``trace.*`` fields read it); None for a span evaluated on its own."""
+        return None
 
     @property
     def is_root(self) -> bool:

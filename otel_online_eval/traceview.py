@@ -8,15 +8,20 @@ one scorer serves every instrumentation. Everything is computed once, on first a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_online_eval.genai import Message
-from otel_online_eval.spanview import SpanView
+from otel_online_eval.spanview import EventView, LinkView, SpanView
 
-__all__ = ["LlmCall", "ToolCallRecord", "TraceView"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_online_eval.genai import GenAIFields
+
+__all__ = ["LlmCall", "ToolCallRecord", "TraceAnchor", "TraceView"]
 
 TOOL_OPERATIONS = frozenset({"execute_tool", "tool"})
 """Operations of a span that runs a tool (GenAI conventions; OpenInference's kind, lowered)."""
@@ -243,3 +248,64 @@ class TraceView:
 
     def __repr__(self) -> str:
         return f"<TraceView {self.trace_id:032x}: {self.span_count} spans, {self.reason}>"
+
+
+class TraceAnchor(SpanView):
+    """The span that anchors a trace rule's evaluation, seen with its trace: what the rule's
+    filter reads (the span's own fields as they are, and ``trace.*`` from :attr:`trace`)."""
+
+    __slots__ = ("_anchor", "_trace")
+
+    def __init__(self, anchor: SpanView, trace: TraceView) -> None:
+        super().__init__()
+        self._anchor = anchor
+        self._trace = trace
+        for name in _PLAIN_FIELDS:
+            setattr(self, name, getattr(anchor, name))
+
+    @property
+    def anchor(self) -> SpanView:
+        return self._anchor
+
+    @property
+    def trace(self) -> TraceView:
+        return self._trace
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._anchor.attributes
+
+    @property
+    def resource(self) -> Mapping[str, Any]:
+        return self._anchor.resource
+
+    @property
+    def events(self) -> Sequence[EventView]:
+        return self._anchor.events
+
+    @property
+    def links(self) -> Sequence[LinkView]:
+        return self._anchor.links
+
+    def sdk_resource(self) -> Resource:
+        return self._anchor.sdk_resource()
+
+    @property
+    def genai(self) -> GenAIFields:
+        return self._anchor.genai
+
+
+_PLAIN_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "parent_is_remote",
+    "name",
+    "kind",
+    "start_time_ns",
+    "end_time_ns",
+    "status_code",
+    "status_message",
+    "scope_name",
+    "scope_version",
+)

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_online_eval
 from otel_online_eval import EvalInput, OnlineEvalSpanProcessor, Rule, Score, ScorerSkipped
+from otel_online_eval.assembly import Completion
 from otel_online_eval.metrics import METRICS
 from tests.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, attrs
 
@@ -117,7 +118,11 @@ def test_self_metrics_are_published() -> None:
     def spent(inp: EvalInput) -> float:
         raise ScorerSkipped("token budget for this hour is spent")
 
-    rules = [Rule.create("r", [boom, (lambda inp: 1.0, 0.0), judged, spent], span_names=["chat"])]
+    rules = [
+        Rule.create("r", [boom, (lambda inp: 1.0, 0.0), judged, spent], span_names=["chat"]),
+        # A trace rule, so that the assembly metrics have points too (each span is a trace).
+        Rule.create("t", [lambda inp: 1.0], scope="trace", completion=Completion(settle_s=0)),
+    ]
     processor = OnlineEvalSpanProcessor(
         rules=rules, exporter=InMemorySpanExporter(), meter_provider=meters
     )
@@ -140,16 +145,25 @@ def test_self_metrics_are_published() -> None:
                 ]
     assert set(points) == set(METRICS)
     assert points["online_eval.spans.seen"] == [({}, 3)]
-    assert points["online_eval.spans.selected"] == [({"rule": "r"}, 2)]
-    assert points["online_eval.evals"] == [({"rule": "r"}, 2)]
-    scores = {(a["scorer"], a["outcome"]): v for a, v in points["online_eval.scores"]}
+    # Every span is in the trace rule's route: it buffers whole traces.
+    assert points["online_eval.spans.selected"] == [({"rule": "r"}, 2), ({"rule": "t"}, 3)]
+    assert points["online_eval.evals"] == [({"rule": "r"}, 2), ({"rule": "t"}, 3)]
+    traces = {a["reason"]: v for a, v in points["online_eval.assembly.traces"]}
+    assert traces["complete"] == 3 and sum(traces.values()) == 3
+    spans = {a["outcome"]: v for a, v in points["online_eval.assembly.spans"]}
+    assert spans == {"buffered": 3, "duplicate": 0, "over_limit": 0}
+    scores = {
+        (a["scorer"], a["outcome"]): v for a, v in points["online_eval.scores"] if a["rule"] == "r"
+    }
     assert scores == {
         ("boom", "error"): 2,
         ("<lambda>", "sampled_out"): 2,
         ("judged", "ok"): 2,
         ("spent", "skipped"): 2,
     }
-    durations = {a["scorer"]: n for a, n in points["online_eval.scorer.duration"]}
+    durations = {
+        a["scorer"]: n for a, n in points["online_eval.scorer.duration"] if a["rule"] == "r"
+    }
     assert durations == {"boom": 2, "judged": 2, "spent": 2}
     tokens = {a["gen_ai.token.type"]: v for a, v in points["online_eval.judge.tokens"]}
     assert tokens == {"input": 240, "output": 18}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,10 @@ def test_engine_threads_are_named() -> None:
     try:
         engine = processor._engine
         assert engine._thread.native_id is not None
+        # The loop thread names itself as it starts, maybe after the constructor returned.
+        deadline = time.monotonic() + 5
+        while _os_name(engine._thread.native_id) != "oe-engine" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert _os_name(engine._thread.native_id) == "oe-engine"
         sampler_thread = engine._pool.submit(threading.get_native_id).result(5)
         assert _os_name(sampler_thread).startswith("oe-sampler")

@@ -82,18 +82,23 @@ class AssemblyCounts:
     Attributes:
         spans: spans buffered (duplicates and late spans that were ignored are not).
         late: spans of a trace already evaluated, ignored (``late: ignore``) or reopening it.
+        reopened: of those, the ones that reopened their trace (and were buffered).
         duplicates: spans whose id had already been seen in their trace, not kept twice.
         dropped_spans: spans over ``max_spans_per_trace``, not kept.
         released: traces handed on, by reason.
         dropped_traces: traces dropped whole (``on_full: drop``), not evaluated.
+        evicted: traces evicted to make room (evaluated early or dropped), by the bound that
+            was reached: ``max_traces`` or ``max_bytes``.
     """
 
     spans: int = 0
     late: int = 0
+    reopened: int = 0
     duplicates: int = 0
     dropped_spans: int = 0
     released: dict[str, int] = field(default_factory=dict)
     dropped_traces: int = 0
+    evicted: dict[str, int] = field(default_factory=dict)
 
 
 class _Trace(Generic[S]):
@@ -183,8 +188,9 @@ class TraceAssembler(Generic[S]):
                 if not isinstance(done, _Trace):
                     return ()  # late: ignore (or its spans were let go)
             if len(self._open) >= self.bounds.max_traces:
-                self._release_into(evicted, next(iter(self._open.values())), "evicted")
+                self._evict_oldest(evicted, "max_traces")
             if isinstance(done, _Trace):
+                self.counts.reopened += 1
                 trace = self._reopen(done, now)
             else:
                 trace = _Trace(tid, now)
@@ -248,7 +254,11 @@ class TraceAssembler(Generic[S]):
             self._kept_bytes -= old.bytes
             done[tid] = old.revision  # its spans are let go; it is still known as evaluated
         while self._open and self.bytes > limit:
-            self._release_into(evicted, next(iter(self._open.values())), "evicted")
+            self._evict_oldest(evicted, "max_bytes")
+
+    def _evict_oldest(self, evicted: list[TraceUnit[S]], bound: str) -> None:
+        self.counts.evicted[bound] = self.counts.evicted.get(bound, 0) + 1
+        self._release_into(evicted, next(iter(self._open.values())), "evicted")
 
     def _remember(self, trace: _Trace[S], keep: bool) -> None:
         """Recognise the trace's late spans; with ``keep`` (reevaluate), keep its spans too."""

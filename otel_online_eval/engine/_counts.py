@@ -70,6 +70,21 @@ class EngineStats:
         eval_spans_exported: of those, exported.
         eval_spans_dropped: of those, lost, by reason (``queue_full``, ``failed``,
             ``shutdown``).
+        assembly_spans: (trace rule, outcome) -> sampled spans handed to trace assembly:
+            ``buffered``, ``duplicate`` (its id already seen in the trace), ``over_limit``
+            (past ``max_spans_per_trace``).
+        assembly_late: trace rule -> spans of a trace already evaluated that were not
+            buffered (``late: ignore``, or the trace's spans were let go).
+        assembly_traces: (trace rule, reason) -> traces handed to evaluation: ``complete``,
+            ``end_on``, ``idle``, ``max_wait``, ``evicted``, ``shutdown``.
+        assembly_evicted: (trace rule, bound) -> traces evicted to make room, by the bound
+            reached (``max_traces``, ``max_bytes``); evaluated early or dropped.
+        assembly_dropped_traces: trace rule -> evicted traces dropped (``on_full: drop``).
+        assembly_skipped_incomplete: trace rule -> incomplete traces skipped
+            (``on_incomplete: skip``).
+        assembly_lost: (trace rule, reason) -> traces whose evaluation was lost (``error``,
+            ``shutdown``).
+        assembly_buffered_traces, assembly_buffered_bytes: trace rule -> held now.
     """
 
     seen: int = 0
@@ -91,3 +106,12 @@ class EngineStats:
     eval_spans_scheduled: int = 0
     eval_spans_exported: int = 0
     eval_spans_dropped: dict[str, int] = field(default_factory=dict)
+    assembly_spans: dict[tuple[str, str], int] = field(default_factory=dict)
+    assembly_late: dict[str, int] = field(default_factory=dict)
+    assembly_traces: dict[tuple[str, str], int] = field(default_factory=dict)
+    assembly_evicted: dict[tuple[str, str], int] = field(default_factory=dict)
+    assembly_dropped_traces: dict[str, int] = field(default_factory=dict)
+    assembly_skipped_incomplete: dict[str, int] = field(default_factory=dict)
+    assembly_lost: dict[tuple[str, str], int] = field(default_factory=dict)
+    assembly_buffered_traces: dict[str, int] = field(default_factory=dict)
+    assembly_buffered_bytes: dict[str, int] = field(default_factory=dict)

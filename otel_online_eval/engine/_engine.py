@@ -20,18 +20,21 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.config import EngineConfig
+from otel_online_eval.assembly import REASONS
 from otel_online_eval.emit import EvalResult, EvalSink, ExportCounts, ScorerRun, Target
+from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
+from otel_online_eval.engine._traces import Due, TraceRules, TraceUnit
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.metrics import register_metrics
-from otel_online_eval.rules import Rule, ScorerUse
+from otel_online_eval.rules import Rule, ScorerUse, parent_state
 from otel_online_eval.scorers.base import (
     EvalInput,
 )
 from otel_online_eval.spanview import SpanView
+from otel_online_eval.traceview import TraceAnchor, TraceView
 
 __all__ = ["Engine", "EvalFuture"]
 
@@ -45,12 +48,13 @@ _WAKE_AT = 64  # a backlog this long wakes the loop at once even while it polls
 
 
 class _Marker:
-    """A flush request travelling through the queue."""
+    """A flush request travelling through the queue; ``drain``: buffered traces go first."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "drain")
 
-    def __init__(self) -> None:
+    def __init__(self, drain: bool = False) -> None:
         self.done = threading.Event()
+        self.drain = drain
 
 
 class EvalFuture(concurrent.futures.Future[T], Generic[T]):
@@ -75,6 +79,10 @@ class Engine:
         meter_provider: where self-metrics are published (the global provider when None).
         trace_id_of: a payload's trace id, cheaply (for sampling decisions about spans that
             are dropped before the loop sees them); ``make_view(payload).trace_id`` when None.
+        size_of: a payload's size in bytes as trace assembly counts it against
+            ``engine.assembly.max_bytes`` (1 KiB each when None).
+        local_roots: a span whose parent is remote is its trace's root for trace rules (the
+            in-process door: the caller's spans never reach this process).
     """
 
     def __init__(
@@ -85,12 +93,17 @@ class Engine:
         config: EngineConfig | None = None,
         meter_provider: MeterProvider | None = None,
         trace_id_of: Callable[[Any], int] | None = None,
+        size_of: Callable[[Any], int] | None = None,
+        local_roots: bool = False,
     ) -> None:
         self.config = config or EngineConfig()
         self.router = Router(rules)
         self.emitter = emitter
         self._make_view = make_view
         self._trace_id_of = trace_id_of
+        self._size_of = size_of or _default_size
+        self._local_roots = local_roots
+        self._traces = self._trace_rules()
         self._max_queue = self.config.queue_size
         self._closed = False
         self._shutdown_done = False
@@ -122,6 +135,7 @@ class Engine:
         )
         self._loop = asyncio.new_event_loop()
         self._runner.start(self._loop)
+        self._traces.start(self._loop)
         # Everything the loop runs (callbacks scheduled from the app's threads included, which
         # would otherwise carry the app's context and its current span) runs in this context:
         # no current span, and instrumentation suppressed, so scorers and judges never trace
@@ -133,10 +147,16 @@ class Engine:
         )
         self._thread.start()
 
+    def _trace_rules(self) -> TraceRules:
+        return TraceRules(
+            self.router.rules, self.config.assembly, self._local_roots, self._release_traces
+        )
+
     def _after_fork_in_child(self) -> None:
         # The parent's threads do not exist in the child (gunicorn --preload, multiprocessing):
-        # start our own. What the parent had queued is the parent's to finish.
+        # start our own. What the parent had queued (and buffered) is the parent's to finish.
         if not self._closed:
+            self._traces = self._trace_rules()
             self._start_workers()
 
     # -- the caller's side -------------------------------------------------------------------
@@ -206,14 +226,20 @@ class Engine:
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until everything submitted so far is evaluated and exported.
 
+        Traces that trace rules are still assembling are not evaluated by a flush (they are
+        not complete); those that are due by then are. :meth:`shutdown` evaluates them all.
+
         Returns:
             False when the timeout passed first, or when an evaluation or an eval span was
             lost (dropped, or its export failed) since the previous flush.
         """
+        return self._flush(timeout_millis, drain=False)
+
+    def _flush(self, timeout_millis: int, drain: bool) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
         ok = True
         if not self._loop.is_closed() and self._thread.is_alive():
-            marker = _Marker()
+            marker = _Marker(drain)
             self._queue.append(marker)
             try:
                 self._loop.call_soon_threadsafe(self._pump, context=self._ctx.copy())
@@ -236,8 +262,9 @@ class Engine:
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Stop accepting spans, finish what is queued within the timeout, flush, stop.
 
-        Safe to call twice. Work not finished by the deadline is cancelled and counted as
-        dropped with reason ``shutdown``.
+        Safe to call twice. Traces that trace rules are assembling are evaluated as they are
+        (incomplete, reason ``shutdown``). Work not finished by the deadline is cancelled and
+        counted as dropped with reason ``shutdown``.
 
         Returns:
             False when the timeout passed before everything was exported.
@@ -250,7 +277,7 @@ class Engine:
             timeout_millis = int(self.config.shutdown_timeout_s * 1000)
         self._closed = True
         deadline = time.monotonic() + timeout_millis / 1000
-        flushed = self.force_flush(timeout_millis)
+        flushed = self._flush(timeout_millis, drain=True)
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
@@ -319,6 +346,8 @@ class Engine:
             head = queue[0]
             if isinstance(head, _Marker):
                 queue.popleft()
+                if self._traces:  # what is due by now (all of it at shutdown) goes first
+                    self._traces.drain() if head.drain else self._traces.release_due()
                 self._start_task(self._flush_marker(head, set(self._tasks)))
             elif head[1].inline:
                 if not budget:  # let timers and other callbacks run, then go on
@@ -372,8 +401,10 @@ class Engine:
         view = self._view_of(item)
         if view is None:
             return
-        _, route, hash_ = item
-        for rule in route.rules:
+        payload, route, hash_ = item
+        if route.trace_rules:
+            self._buffer(payload, view, route, hash_)
+        for rule in route.span_rules:
             rule_hash = self._decide(rule, view, hash_)
             if rule_hash is None:
                 continue
@@ -436,9 +467,11 @@ class Engine:
         view = self._view_of(item)
         if view is None:
             return
-        _, route, hash_ = item
+        payload, route, hash_ = item
+        if route.trace_rules:
+            self._buffer(payload, view, route, hash_)
         evals = []
-        for rule in route.rules:
+        for rule in route.span_rules:
             if rule.sampling_is_callable:
                 evals.append(self._sample_and_evaluate(view, rule))
                 continue
@@ -525,6 +558,98 @@ class Engine:
         runs, sampled_out = await self._runner.run_all(name, uses, inp, None, 0)
         return self.emitter.emit(target, name, runs, sampled_out, start, time.time_ns())
 
+    # -- trace rules ----------------------------------------------------------------------------
+
+    def _buffer(self, payload: Any, view: SpanView, route: Route, hash_: int) -> None:
+        """Hand a span to the assembly of each trace rule whose sampling keeps its trace."""
+        size = -1
+        for rule in route.trace_rules:
+            counts = self._counts[rule.name]
+            rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
+            if rule_hash >= rule.bound:
+                counts.sampled_out.add()
+                continue
+            counts.sampled.add()
+            try:
+                if size < 0:
+                    size = self._size_of(payload)
+                self._traces.add(rule, view, size)
+            except Exception as exc:  # a bug: the span is lost to this rule, counted
+                self._rule_lost(rule, "error", exc)
+        self._traces.arm()
+
+    def _release_traces(self, due: list[Due]) -> None:
+        for rule, unit in due:
+            self._start_task(self._evaluate_trace(rule, unit))
+
+    async def _evaluate_trace(self, rule: Rule, unit: TraceUnit) -> None:
+        counts = self._counts[rule.name]
+        trace_counts = self._traces.counts[rule.name]
+        try:
+            if not unit.complete and rule.on_incomplete == "skip":
+                trace_counts.skipped_incomplete.add()
+                return
+            start = time.time_ns()
+            trace = TraceView(unit.spans, unit.complete, unit.reason)
+            anchor = trace_anchor(rule, trace)
+            if anchor is None or (
+                rule.filter is not None and not rule.filter(TraceAnchor(anchor, trace))
+            ):
+                counts.filtered_out.add()
+                return
+            inp = EvalInput(
+                trace.input, trace.output, anchor, rule.name, _trace_model(trace), trace=trace
+            )
+            runs, sampled_out = await self._runner.run_all(
+                rule.name, rule.scorers, inp, rule, rule.hash(unit.trace_id)
+            )
+            self._emit_trace(anchor, rule, unit, runs, sampled_out, start)
+        except asyncio.CancelledError:
+            trace_counts.lost["shutdown"].add()
+            raise
+        except Exception as exc:
+            trace_counts.lost["error"].add()
+            self._log_limited(
+                "engine_error", "Evaluation of rule %r failed: %r", rule.name, exc, exc_info=True
+            )
+
+    def _emit_trace(
+        self,
+        anchor: SpanView,
+        rule: Rule,
+        unit: TraceUnit,
+        runs: Sequence[ScorerRun],
+        sampled_out: Sequence[str],
+        start: int,
+    ) -> None:
+        replaced = self._traces.supersedes(rule.name, unit.trace_id) if unit.revision > 1 else None
+        target = Target(
+            anchor.trace_id,
+            anchor.span_id,
+            _link_to(anchor),
+            self.emitter.resource_of(anchor),
+            anchor.name,
+            ((replaced, "supersedes"),) if replaced is not None else (),
+        )
+        attrs: dict[str, Any] = {
+            "online_eval.scope": "trace",
+            "online_eval.trace.span_count": len(unit.spans) + unit.dropped_spans,
+            "online_eval.trace.complete": unit.complete,
+            "online_eval.trace.reason": unit.reason,
+            "online_eval.revision": unit.revision,
+        }
+        if unit.dropped_spans:
+            attrs["online_eval.trace.dropped_spans"] = unit.dropped_spans
+        if rule.description:
+            attrs["online_eval.rule.description"] = rule.description
+        if rule.rate is not None:
+            attrs["online_eval.sampling.rate"] = rule.rate
+        result = self.emitter.emit(
+            target, rule.name, runs, sampled_out, start, time.time_ns(), attrs
+        )
+        self._counts[rule.name].evals.add()
+        self._traces.evaluated(rule, unit.trace_id, result.span_id)
+
     def _in_pool(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         ctx = contextvars.copy_context()  # carries the instrumentation suppression
         return self._loop.run_in_executor(self._pool, ctx.run, fn, *args)
@@ -573,7 +698,8 @@ class Engine:
             )
 
     def _lost(self) -> int:
-        return sum(c.lost() for c in list(self._counts.values()))
+        traces = sum(t.value for c in self._traces.counts.values() for t in c.lost.values())
+        return traces + sum(c.lost() for c in list(self._counts.values()))
 
     def _log_limited(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
         now = time.monotonic()
@@ -627,7 +753,46 @@ class Engine:
             eval_spans_scheduled=export.scheduled,
             eval_spans_exported=export.exported,
             eval_spans_dropped=dict(export.dropped),
+            **self._assembly_stats(),
         )
+
+    def _assembly_stats(self) -> dict[str, Any]:
+        """The trace rules' counts, as EngineStats fields (each rule at 0 until it counts)."""
+        traces = self._traces
+        spans: dict[tuple[str, str], int] = {}
+        released: dict[tuple[str, str], int] = {}
+        evicted: dict[tuple[str, str], int] = {}
+        late, dropped = {}, {}
+        for name, c in traces.assembly_counts().items():
+            spans.update(
+                {
+                    (name, "buffered"): c.spans,
+                    (name, "duplicate"): c.duplicates,
+                    (name, "over_limit"): c.dropped_spans,
+                }
+            )
+            released.update({(name, reason): c.released.get(reason, 0) for reason in REASONS})
+            evicted.update({(name, b): c.evicted.get(b, 0) for b in ("max_traces", "max_bytes")})
+            late[name] = c.late - c.reopened
+            dropped[name] = c.dropped_traces
+        held = traces.in_flight()
+        return {
+            "assembly_spans": spans,
+            "assembly_late": late,
+            "assembly_traces": released,
+            "assembly_evicted": evicted,
+            "assembly_dropped_traces": dropped,
+            "assembly_skipped_incomplete": {
+                n: c.skipped_incomplete.value for n, c in traces.counts.items()
+            },
+            "assembly_lost": {
+                (n, reason): t.value
+                for n, c in traces.counts.items()
+                for reason, t in c.lost.items()
+            },
+            "assembly_buffered_traces": {n: t for n, (t, _) in held.items()},
+            "assembly_buffered_bytes": {n: b for n, (_, b) in held.items()},
+        }
 
     def _scorer_names(self) -> dict[str, int]:
         """Every rule's scorers that run behind a bulkhead, at 0."""
@@ -673,6 +838,7 @@ class Engine:
                 (v, {"rule": r, "scorer": s, "gen_ai.request.model": m, "gen_ai.token.type": t})
                 for (r, s, m, t), v in dict(self._runner.tokens).items()
             ],
+            **self._assembly_readings(),
             "online_eval.eval_spans.scheduled": lambda: [(self._export_counts().scheduled, {})],
             "online_eval.eval_spans.exported": lambda: [(self._export_counts().exported, {})],
             "online_eval.eval_spans.dropped": lambda: [
@@ -680,11 +846,58 @@ class Engine:
             ],
         }
 
+    def _assembly_readings(self) -> dict[str, Callable[[], Iterable[tuple[float, dict[str, str]]]]]:
+        def by(field: str, *labels: str) -> Callable[[], Iterable[tuple[float, dict[str, str]]]]:
+            def read() -> Iterable[tuple[float, dict[str, str]]]:
+                values: dict[Any, int] = self._assembly_stats()[field]
+                out = []
+                for key, v in values.items():
+                    keys = key if isinstance(key, tuple) else (key,)
+                    out.append((v, dict(zip(("rule", *labels), keys, strict=True))))
+                return out
+
+            return read
+
+        return {
+            "online_eval.assembly.spans": by("assembly_spans", "outcome"),
+            "online_eval.assembly.late": by("assembly_late"),
+            "online_eval.assembly.traces": by("assembly_traces", "reason"),
+            "online_eval.assembly.evicted": by("assembly_evicted", "reason"),
+            "online_eval.assembly.dropped": by("assembly_dropped_traces"),
+            "online_eval.assembly.skipped_incomplete": by("assembly_skipped_incomplete"),
+            "online_eval.assembly.lost": by("assembly_lost", "reason"),
+            "online_eval.assembly.buffered.traces": by("assembly_buffered_traces"),
+            "online_eval.assembly.buffered.bytes": by("assembly_buffered_bytes"),
+        }
+
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
     bound = method()
     if bound is not None:
         bound()
+
+
+def _default_size(payload: Any) -> int:
+    return 1024
+
+
+def trace_anchor(rule: Rule, trace: TraceView) -> SpanView | None:
+    """The span a trace rule's evaluation is attached to: the first (by start) that its
+    ``apply_to`` selects, the trace's root when it sets none; None when no span is selected."""
+    if rule.apply_to.everything:
+        return trace.root
+    selects = rule.apply_to.selects
+    for span in trace.spans:
+        if selects(span.name, parent_state(span)):
+            return span
+    return None
+
+
+def _trace_model(trace: TraceView) -> str | None:
+    for call in reversed(trace.llm_calls):
+        if call.model:
+            return call.model
+    return trace.root.genai.model
 
 
 def _eval_input(view: SpanView, rule: str) -> EvalInput:

@@ -20,19 +20,35 @@ class Route:
     a span whose hash is at or above it cannot be sampled by any of them. Rules with their own
     seed or a callable sampler make it FULL (they decide on the workers).
 
+    A trace rule is in every route: each span of a trace it samples is buffered, whatever the
+    span's name (its ``apply_to`` picks the span that anchors the evaluation, not the spans).
+    ``span_rules`` and ``trace_rules`` split ``rules`` by scope.
+
     The counters: ``seen`` (bumped by the front door for every span of the route),
     ``submitted`` (spans handed to the engine: the rest were sampled out by ``bound``), and
     ``ignored`` (submitted spans that are not to be evaluated: eval spans in the sidecar).
     """
 
-    __slots__ = ("bound", "ignored", "inline", "rules", "seen", "submitted")
+    __slots__ = (
+        "bound",
+        "ignored",
+        "inline",
+        "rules",
+        "seen",
+        "span_rules",
+        "submitted",
+        "trace_rules",
+    )
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
+        self.span_rules = tuple(rule for rule in rules if not rule.is_trace)
+        self.trace_rules = tuple(rule for rule in rules if rule.is_trace)
         self.seen = Tally()
         self.submitted = Tally()
         self.ignored = Tally()
-        self.inline = all(rule.inline for rule in rules)
+        # Buffering a span for a trace rule awaits nothing: only span rules decide this.
+        self.inline = all(rule.inline for rule in self.span_rules)
         bound = 0
         for rule in rules:
             bound = max(bound, FULL if rule.salt or rule.sampling_is_callable else rule.bound)
@@ -49,7 +65,9 @@ class Router:
 
     def route(self, name: str, parent: int) -> Route:
         """The route for a span (slow path; the caller tries ``cache[parent]`` first)."""
-        key = tuple(i for i, r in enumerate(self.rules) if r.apply_to.selects(name, parent))
+        key = tuple(
+            i for i, r in enumerate(self.rules) if r.is_trace or r.apply_to.selects(name, parent)
+        )
         route = self._interned.get(key)
         if route is None:
             route = self._interned.setdefault(key, Route(tuple(self.rules[i] for i in key)))

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from otel_online_eval._errors import ScorerError, ScorerSkipped
-from otel_online_eval.config import EngineConfig
 from otel_online_eval.emit import ScorerRun
 from otel_online_eval.engine._bulkhead import Bulkhead
+from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers.base import (
     EvalInput,

@@ -157,6 +157,19 @@ def _link_flags(link: SpanContext) -> bytes:
     return b"\x35" + _pack_i(flags)  # Link.flags (6), fixed32
 
 
+def _link(link: SpanContext, attrs: bytes) -> bytes:
+    # links (13) > trace_id (1), span_id (2), attributes (4), flags (6)
+    body = (
+        b"\x0a\x10"
+        + link.trace_id.to_bytes(16, "big")
+        + b"\x12\x08"
+        + link.span_id.to_bytes(8, "big")
+        + attrs
+        + _link_flags(link)
+    )
+    return _ld(b"\x6a", body)
+
+
 def encode_span(plan: SpanPlan) -> bytes:
     """An encoded ``Span`` message (without its own tag) of an eval or score span."""
     parts = [
@@ -173,17 +186,10 @@ def encode_span(plan: SpanPlan) -> bytes:
     for name, time_ns, attrs in plan.events:  # events (11) > time (1), name (2), attributes (3)
         event = b"\x09" + _pack_q(time_ns) + _ld(b"\x12", _utf8(name))
         parts.append(_ld(b"\x5a", event + _attributes(b"\x1a", attrs)))
-    link = plan.link
-    if link is not None:  # links (13) > trace_id (1), span_id (2), attributes (4), flags (6)
-        body = (
-            b"\x0a\x10"
-            + link.trace_id.to_bytes(16, "big")
-            + b"\x12\x08"
-            + link.span_id.to_bytes(8, "big")
-            + _LINK_ATTRS
-            + _link_flags(link)
-        )
-        parts.append(_ld(b"\x6a", body))
+    if plan.link is not None:
+        parts.append(_link(plan.link, _LINK_ATTRS))
+    for link, what in plan.more_links:
+        parts.append(_link(link, _attributes(b"\x22", {"online_eval.link": what})))
     code, message = plan.status
     if code == "ERROR":  # status (15) > message (2), code (3)
         status = b"\x18" + _varint(_STATUS_ERROR)

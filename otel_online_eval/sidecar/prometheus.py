@@ -65,6 +65,74 @@ def exposition(sources: Sequence[tuple[Mapping[str, str], Sequence[Family]]]) ->
     return "\n".join(lines) + "\n"
 
 
+_ASSEMBLY: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+    (
+        "assembly_spans",
+        "online_eval_assembly_spans_total",
+        "counter",
+        "Sampled spans handed to trace assembly, by outcome",
+        ("outcome",),
+    ),
+    (
+        "assembly_late",
+        "online_eval_assembly_late_total",
+        "counter",
+        "Spans of a trace already evaluated that were not buffered",
+        (),
+    ),
+    (
+        "assembly_traces",
+        "online_eval_assembly_traces_total",
+        "counter",
+        "Traces handed to evaluation, by completion reason",
+        ("reason",),
+    ),
+    (
+        "assembly_evicted",
+        "online_eval_assembly_evicted_total",
+        "counter",
+        "Traces evicted to make room, by the bound reached",
+        ("reason",),
+    ),
+    (
+        "assembly_dropped_traces",
+        "online_eval_assembly_dropped_total",
+        "counter",
+        "Evicted traces dropped without evaluation",
+        (),
+    ),
+    (
+        "assembly_skipped_incomplete",
+        "online_eval_assembly_skipped_incomplete_total",
+        "counter",
+        "Incomplete traces skipped",
+        (),
+    ),
+    (
+        "assembly_lost",
+        "online_eval_assembly_lost_total",
+        "counter",
+        "Traces whose evaluation was lost, by reason",
+        ("reason",),
+    ),
+    (
+        "assembly_buffered_traces",
+        "online_eval_assembly_buffered_traces",
+        "gauge",
+        "Traces being assembled",
+        (),
+    ),
+    (
+        "assembly_buffered_bytes",
+        "online_eval_assembly_buffered_bytes",
+        "gauge",
+        "Estimated memory held by traces being assembled",
+        (),
+    ),
+)
+"""Trace rules' assembly counts: EngineStats field, family, kind, help, labels after rule."""
+
+
 def render(
     engine: EngineStats,
     receiver: ReceiverStats,
@@ -167,6 +235,14 @@ def families(
     d.metric(
         "online_eval_queue_size", "gauge", "Spans waiting for evaluation", [({}, engine.queue_size)]
     )
+    for field, name, kind, help_text, labels in _ASSEMBLY:
+        values = getattr(engine, field)
+        samples = []
+        for key, v in sorted(values.items()):
+            keys = key if isinstance(key, tuple) else (key,)
+            samples.append((dict(zip(("rule", *labels), keys, strict=True)), v))
+        if samples:
+            d.metric(name, kind, help_text, samples)
     d.metric(
         "otlp_receiver_requests_total",
         "counter",

@@ -160,7 +160,13 @@ class Sidecar:
 
     def _build_engine(self, config: OnlineEvalConfig) -> Engine:
         make_view = functools.partial(make_proto_view, presets=config.extract)
-        return Engine(config.rules, build_sink(config, self._exporter), make_view, config.engine)
+        return Engine(
+            config.rules,
+            build_sink(config, self._exporter),
+            make_view,
+            config.engine,
+            size_of=_received_size,
+        )
 
     def start(self) -> None:
         if self.grpc is not None:
@@ -354,3 +360,11 @@ class Sidecar:
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._stopped.wait(timeout_s)
+
+
+def _received_size(item: tuple[Any, ...]) -> int:
+    """About what holding a received span (its copied message and view) costs, in bytes, as
+    trace assembly counts it: fitted to RSS with 50,000 held spans (1.4 KB bare, about twice
+    its encoded size, 150 bytes per attribute)."""
+    span = item[0]
+    return 1400 + 2 * int(span.ByteSize()) + 150 * len(span.attributes)
