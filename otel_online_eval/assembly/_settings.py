@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 __all__ = ["REASONS", "AssemblyBounds", "Completion"]
 
-REASONS = ("complete", "end_on", "idle", "max_wait", "evicted", "shutdown")
+REASONS = ("complete", "end_on", "idle", "max_wait", "evicted", "shutdown", "end_of_input")
 """Why a trace was handed to evaluation: the first two mean complete, the others that it may
-not be (``online_eval.trace.complete = false``)."""
+not be (``online_eval.trace.complete = false``); ``end_of_input``: the tools, at the end of a
+file, for a trace whose root or some span's parent is not in it."""
 
 
 def _positive(name: str, value: float, allow_zero: bool = True) -> None:

@@ -312,11 +312,21 @@ class TraceAssembler(Generic[S]):
             self._release_into(out, trace, "max_wait")
         return out
 
-    def drain(self) -> list[TraceUnit[S]]:
-        """Hand on every trace in flight, complete or not (reason ``shutdown``)."""
+    def drain(self, end_of_input: bool = False) -> list[TraceUnit[S]]:
+        """Hand on every trace in flight, complete or not: reason ``shutdown``; or, at the end
+        of a file (``end_of_input``), where no more spans can come, ``complete`` (or
+        ``end_on``) for a trace whose structure says so and ``end_of_input`` for the rest."""
         out: list[TraceUnit[S]] = []
         while self._open:
-            self._release_into(out, next(iter(self._open.values())), "shutdown")
+            trace = next(iter(self._open.values()))
+            reason = "shutdown"
+            if end_of_input:
+                reason = "end_of_input"
+                if trace.root_ended and not trace.missing:
+                    reason = "complete"
+                elif trace.ended_on:
+                    reason = "end_on"
+            self._release_into(out, trace, reason)
         return out
 
     def _release_into(self, out: list[TraceUnit[S]], trace: _Trace[S], reason: str) -> None:

@@ -48,11 +48,12 @@ _WAKE_AT = 64  # a backlog this long wakes the loop at once even while it polls
 
 
 class _Marker:
-    """A flush request travelling through the queue; ``drain``: buffered traces go first."""
+    """A flush request travelling through the queue. ``drain``: buffered traces are handed
+    on first, all of them (``shutdown``, or ``end_of_input`` for the tools' files)."""
 
     __slots__ = ("done", "drain")
 
-    def __init__(self, drain: bool = False) -> None:
+    def __init__(self, drain: str | None = None) -> None:
         self.done = threading.Event()
         self.drain = drain
 
@@ -233,9 +234,15 @@ class Engine:
             False when the timeout passed first, or when an evaluation or an eval span was
             lost (dropped, or its export failed) since the previous flush.
         """
-        return self._flush(timeout_millis, drain=False)
+        return self._flush(timeout_millis, drain=None)
 
-    def _flush(self, timeout_millis: int, drain: bool) -> bool:
+    def end_of_input(self, timeout_millis: int = 30000) -> bool:
+        """Everything has been submitted (the tools, at the end of their files): evaluate every
+        buffered trace now, complete when its structure says so, then flush as
+        :meth:`force_flush` does."""
+        return self._flush(timeout_millis, drain="end_of_input")
+
+    def _flush(self, timeout_millis: int, drain: str | None) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
         ok = True
         if not self._loop.is_closed() and self._thread.is_alive():
@@ -277,7 +284,7 @@ class Engine:
             timeout_millis = int(self.config.shutdown_timeout_s * 1000)
         self._closed = True
         deadline = time.monotonic() + timeout_millis / 1000
-        flushed = self._flush(timeout_millis, drain=True)
+        flushed = self._flush(timeout_millis, drain="shutdown")
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._cancel_all, context=self._ctx.copy())
             self._thread.join(5)
@@ -347,7 +354,10 @@ class Engine:
             if isinstance(head, _Marker):
                 queue.popleft()
                 if self._traces:  # what is due by now (all of it at shutdown) goes first
-                    self._traces.drain() if head.drain else self._traces.release_due()
+                    if head.drain is None:
+                        self._traces.release_due()
+                    else:
+                        self._traces.drain(end_of_input=head.drain == "end_of_input")
                 self._start_task(self._flush_marker(head, set(self._tasks)))
             elif head[1].inline:
                 if not budget:  # let timers and other callbacks run, then go on

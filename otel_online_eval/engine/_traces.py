@@ -121,12 +121,13 @@ class TraceRules:
         if out:
             self._release(out)
 
-    def drain(self) -> None:
-        """Hand on every trace in flight (reason ``shutdown``)."""
+    def drain(self, end_of_input: bool = False) -> None:
+        """Hand on every trace in flight (reason ``shutdown``; see ``TraceAssembler.drain``
+        for ``end_of_input``)."""
         out: list[Due] = []
         for name, assembler in self._assemblers.items():
             rule = self._rules[name]
-            out.extend((rule, unit) for unit in assembler.drain())
+            out.extend((rule, unit) for unit in assembler.drain(end_of_input))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
