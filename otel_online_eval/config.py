@@ -29,11 +29,11 @@ from typing import Any
 from otel_online_eval._errors import FilterSyntaxError
 from otel_online_eval._validate import Issues, Reader
 from otel_online_eval._yaml import load_yaml
-from otel_online_eval.assembly import AssemblyBounds, Completion
+from otel_online_eval.assembly import AssemblyBounds, Completion, SessionSettings
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.export import ExportConfig, read_export_config
 from otel_online_eval.genai import PRESETS
-from otel_online_eval.query import compile_filter, uses_trace_fields
+from otel_online_eval.query import compile_filter, compile_value, uses_trace_fields
 from otel_online_eval.rules import SCOPES, ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
 from otel_online_eval.scorers.registry import INLINE_TYPES, SESSION_TYPES, TRACE_TYPES
@@ -255,14 +255,15 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
                 compiled = compile_filter(clause)
             except FilterSyntaxError as exc:
                 r.error("filter", f"filter does not parse: {exc.message}", exc.position)
-        if compiled is not None and scope != "trace" and uses_trace_fields(compiled):
+        if compiled is not None and scope == "span" and uses_trace_fields(compiled):
             r.error(
                 "filter",
-                "trace.* fields are known only to rules with scope: trace "
+                "trace.* fields are known only to rules with scope: trace or session "
                 f"(this rule's scope is {scope})",
             )
         apply_to = _read_apply_to(r.sub("apply_to"))
         trace_only = _read_trace_options(r, scope)
+        session, session_key = _read_session(r, scope)
         uses = r.list("scorers", lambda v, p: _read_use(v, p, scorers, top.issues), required=True)
         if r.data.get("scorers") == []:
             r.error("scorers", "must name at least one scorer")
@@ -275,7 +276,7 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
         if uses:
             _check_scorer_scopes(r, scope, uses)
         r.done()
-        if name is None or uses is None or trace_only is None:
+        if name is None or uses is None or trace_only is None or session is None:
             return None
         completion, late, on_incomplete = trace_only
         return Rule(
@@ -290,27 +291,64 @@ def _read_rules(top: Reader, scorers: Mapping[str, ScorerSpec]) -> tuple[Rule, .
             completion=completion,
             late=late,
             on_incomplete=on_incomplete,
+            session=session if scope == "session" else None,
+            session_key=session_key,
         )
 
     rules = top.list("rules", one, default=[])
     return tuple(rules)
 
 
-_TRACE_KEYS = ("completion", "late", "on_incomplete")
+_TRACE_KEYS = {
+    "completion": ("trace", "session"),
+    "late": ("trace",),
+    "on_incomplete": ("trace",),
+}
 
 
 def _read_trace_options(r: Reader, scope: str) -> tuple[Completion | None, str, str] | None:
-    """A trace rule's completion, late and on_incomplete (None when they do not check)."""
-    if scope != "trace":
-        for key in _TRACE_KEYS:
-            if r.has(key):
-                r.raw(key)
-                r.error(key, f"applies to rules with scope: trace only (this rule's is {scope})")
+    """A trace rule's completion, late and on_incomplete (None when they do not check); a
+    session rule's completion (of each trace that becomes a turn)."""
+    for key, scopes in _TRACE_KEYS.items():
+        if scope not in scopes and r.has(key):
+            r.raw(key)
+            only = " or ".join(scopes)
+            r.error(key, f"applies to rules with scope: {only} only (this rule's is {scope})")
+    if scope == "span":
         return Completion(), "ignore", "evaluate"
+    if scope == "session":
+        completion = _read_completion(r.sub("completion")) if r.has("completion") else Completion()
+        return None if completion is None else (completion, "ignore", "evaluate")
     late = r.choice("late", ("ignore", "reevaluate"), default="ignore")
     on_incomplete = r.choice("on_incomplete", ("evaluate", "skip"), default="evaluate")
     completion = _read_completion(r.sub("completion")) if r.has("completion") else Completion()
     return None if completion is None else (completion, late, on_incomplete)
+
+
+def _read_session(r: Reader, scope: str) -> tuple[SessionSettings | None, Any]:
+    """A session rule's ``session:`` and its compiled key (None settings: it does not check)."""
+    if scope != "session":
+        if r.has("session"):
+            r.raw("session")
+            r.error(
+                "session", f"applies to rules with scope: session only (this rule's is {scope})"
+            )
+        return SessionSettings(), None
+    sub = r.sub("session")
+    d = SessionSettings()
+    key = sub.str("key")
+    idle_s = float(sub.number("idle_s", d.idle_s, lo=0.001))
+    max_turns = int(sub.number("max_turns", d.max_turns, lo=1, integer=True))
+    max_wait_s = float(sub.number("max_wait_s", d.max_wait_s, lo=0.001))
+    sub.done()
+    compiled = None
+    if key is not None:
+        try:
+            compiled = compile_value(key)
+        except FilterSyntaxError as exc:
+            sub.error("key", f"key does not parse: {exc.message}", exc.position)
+            return None, None
+    return SessionSettings(key, idle_s, max_turns, max_wait_s), compiled
 
 
 def _read_completion(r: Reader) -> Completion | None:
@@ -414,6 +452,7 @@ def _read_assembly(r: Reader) -> AssemblyBounds:
         max_bytes=whole("max_bytes", d.max_bytes),
         on_full=r.choice("on_full", ("evaluate", "drop"), default=d.on_full),
         remember=whole("remember", d.remember),
+        max_sessions=whole("max_sessions", d.max_sessions),
     )
     r.done()
     return bounds

@@ -34,7 +34,8 @@ outcome} (``buffered``, ``duplicate``, ``over_limit``), ``.late`` {rule} (spans 
 trace not buffered), ``.traces`` {rule, reason} (handed to evaluation: ``complete``,
 ``end_on``, ``idle``, ``max_wait``, ``evicted``, ``shutdown``), ``.evicted`` {rule, reason}
 (``max_traces``, ``max_bytes``), ``.dropped`` {rule}, ``.skipped_incomplete`` {rule},
-``.lost`` {rule, reason}; gauges ``.buffered.traces`` and ``.buffered.bytes`` {rule}.
+``.lost`` {rule, reason}; gauges ``.buffered.traces`` and ``.buffered.bytes`` {rule}. Session
+rules add ``.turns`` {rule, outcome} and ``.sessions`` {rule, reason}.
 
 Gauges ``online_eval.queue.size`` (spans waiting for a worker) and ``online_eval.scorer.stuck``
 {scorer} (sync calls that timed out and still hold one of the scorer's threads). Histogram
@@ -226,6 +227,18 @@ METRICS: dict[str, MetricSpec] = {
             "gauge",
             "By",
             "Estimated memory held by the spans of traces being assembled",
+        ),
+        MetricSpec(
+            "online_eval.assembly.turns",
+            "counter",
+            "{trace}",
+            "Session rules' assembled traces: added as a turn, no_key, sampled_out, filtered_out",
+        ),
+        MetricSpec(
+            "online_eval.assembly.sessions",
+            "counter",
+            "{session}",
+            "Conversations handed to evaluation, by reason",
         ),
         MetricSpec(
             "online_eval.scorer.duration",

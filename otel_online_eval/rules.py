@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
 
-from otel_online_eval.assembly import Completion
+from otel_online_eval.assembly import Completion, SessionSettings
 from otel_online_eval.sampling import FULL, SamplerFn, bound, sample_hash, seed_salt
 from otel_online_eval.scorers.base import FunctionScorer, Scorer, is_async_scorer
 
@@ -47,8 +47,9 @@ NO_PARENT, REMOTE_PARENT, LOCAL_PARENT = 0, 1, 2
 
 DEFAULT_TIMEOUT_S = 30.0
 
-SCOPES = ("span", "trace")
-"""What one evaluation of a rule covers: one span, or every span of one trace."""
+SCOPES = ("span", "trace", "session")
+"""What one evaluation of a rule covers: one span, every span of one trace, or the traces
+(turns) of one conversation."""
 
 
 def parent_state(view: SpanView) -> int:
@@ -216,6 +217,11 @@ class Rule:
             (counted) or ``reevaluate`` (the trace is scored again, as its next revision).
         on_incomplete: for a trace rule, a trace handed on by a fallback (idle, max_wait,
             evicted, shutdown) is ``evaluate``d (marked incomplete) or ``skip``ped (counted).
+        session: for a session rule, its key and when a conversation is evaluated (None: the
+            defaults). Its traces are assembled as a trace rule's (``completion``), each
+            becomes a turn, and its ``filter`` decides which traces are turns.
+        session_key: the compiled ``session.key`` expression (set by ``create`` and the
+            config loader; None: ``gen_ai.conversation.id``, else ``session.id``).
     """
 
     name: str
@@ -229,6 +235,8 @@ class Rule:
     completion: Completion | None = None
     late: str = "ignore"
     on_incomplete: str = "evaluate"
+    session: SessionSettings | None = None
+    session_key: Callable[[SpanView], Any] | None = field(default=None, repr=False)
     salt: int = field(init=False, repr=False)
     bound: int = field(init=False, repr=False)
     inline: bool = field(init=False, repr=False)
@@ -247,10 +255,10 @@ class Rule:
             raise ValueError(
                 f"rule {self.name!r}: scope must be one of {SCOPES}, got {self.scope!r}"
             )
-        if self.scope == "trace" and callable(self.sampling):
+        if self.scope != "span" and callable(self.sampling):
             raise ValueError(
-                f"rule {self.name!r}: a trace rule samples by trace id at the trace's first span, "
-                "so its sampling must be a rate, not a callable"
+                f"rule {self.name!r}: a {self.scope} rule samples by {self.scope} (its id or "
+                "key), so its sampling must be a rate, not a callable"
             )
         if self.late not in ("ignore", "reevaluate"):
             raise ValueError(f"rule {self.name!r}: late must be 'ignore' or 'reevaluate'")
@@ -289,6 +297,7 @@ class Rule:
         completion: Completion | None = None,
         late: str = "ignore",
         on_incomplete: str = "evaluate",
+        session: SessionSettings | None = None,
     ) -> Rule:
         """Build a rule in code.
 
@@ -310,8 +319,10 @@ class Rule:
             completion: a trace rule's completion settings.
             late: a trace rule's late spans: ``ignore`` or ``reevaluate``.
             on_incomplete: a trace rule's incomplete traces: ``evaluate`` or ``skip``.
+            session: a session rule's key (a filter-language expression, compiled here) and
+                completion.
         """
-        from otel_online_eval.query import compile_filter
+        from otel_online_eval.query import compile_filter, compile_value
 
         uses = tuple(_as_use(s, timeout_s, bulkhead) for s in scorers)
         return cls(
@@ -326,6 +337,8 @@ class Rule:
             completion=completion,
             late=late,
             on_incomplete=on_incomplete,
+            session=session,
+            session_key=compile_value(session.key) if session and session.key else None,
         )
 
     @property
@@ -335,8 +348,12 @@ class Rule:
 
     @property
     def is_trace(self) -> bool:
-        """True for a rule that scores whole traces."""
-        return self.scope == "trace"
+        """True for a rule that assembles whole traces: ``scope: trace`` or ``session``."""
+        return self.scope != "span"
+
+    @property
+    def is_session(self) -> bool:
+        return self.scope == "session"
 
     @property
     def sampling_is_callable(self) -> bool:

@@ -122,6 +122,8 @@ def test_self_metrics_are_published() -> None:
         Rule.create("r", [boom, (lambda inp: 1.0, 0.0), judged, spent], span_names=["chat"]),
         # A trace rule, so that the assembly metrics have points too (each span is a trace).
         Rule.create("t", [lambda inp: 1.0], scope="trace", completion=Completion(settle_s=0)),
+        # And a session rule (these spans carry no session key: no turns).
+        Rule.create("s", [lambda inp: 1.0], scope="session", completion=Completion(settle_s=0)),
     ]
     processor = OnlineEvalSpanProcessor(
         rules=rules, exporter=InMemorySpanExporter(), meter_provider=meters
@@ -146,11 +148,18 @@ def test_self_metrics_are_published() -> None:
     assert set(points) == set(METRICS)
     assert points["online_eval.spans.seen"] == [({}, 3)]
     # Every span is in the trace rule's route: it buffers whole traces.
-    assert points["online_eval.spans.selected"] == [({"rule": "r"}, 2), ({"rule": "t"}, 3)]
-    assert points["online_eval.evals"] == [({"rule": "r"}, 2), ({"rule": "t"}, 3)]
-    traces = {a["reason"]: v for a, v in points["online_eval.assembly.traces"]}
+    assert points["online_eval.spans.selected"] == [
+        ({"rule": "r"}, 2),
+        ({"rule": "t"}, 3),
+        ({"rule": "s"}, 3),
+    ]
+    evals = [({"rule": "r"}, 2), ({"rule": "t"}, 3), ({"rule": "s"}, 0)]
+    assert points["online_eval.evals"] == evals
+    traces = {a["reason"]: v for a, v in points["online_eval.assembly.traces"] if a["rule"] == "t"}
     assert traces["complete"] == 3 and sum(traces.values()) == 3
-    spans = {a["outcome"]: v for a, v in points["online_eval.assembly.spans"]}
+    spans = {a["outcome"]: v for a, v in points["online_eval.assembly.spans"] if a["rule"] == "t"}
+    turns = {a["outcome"]: v for a, v in points["online_eval.assembly.turns"]}
+    assert turns == {"added": 0, "no_key": 3, "sampled_out": 0, "filtered_out": 0}
     assert spans == {"buffered": 3, "duplicate": 0, "over_limit": 0}
     scores = {
         (a["scorer"], a["outcome"]): v for a, v in points["online_eval.scores"] if a["rule"] == "r"
@@ -233,6 +242,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "rules",
         "sampling",
         "scorers",
+        "sessionview",
         "sidecar",
         "spanview",
         "tools",

@@ -301,7 +301,7 @@ def test_max_traces_evicts_the_oldest_trace_early() -> None:
     [
         (
             {"name": "r", "filter": "trace.span_count > 1", "scorers": ["ok"]},
-            "rules[0].filter: trace.* fields are known only to rules with scope: trace",
+            "rules[0].filter: trace.* fields are known only to rules with scope: trace or session",
         ),
         (
             {"name": "r", "scorers": ["errors"]},
@@ -309,7 +309,7 @@ def test_max_traces_evicts_the_oldest_trace_early() -> None:
         ),
         (
             {"name": "r", "completion": {"settle_s": 1}, "scorers": ["ok"]},
-            "rules[0].completion: applies to rules with scope: trace only",
+            "rules[0].completion: applies to rules with scope: trace or session only",
         ),
         (
             {
@@ -326,7 +326,7 @@ def test_max_traces_evicts_the_oldest_trace_early() -> None:
         ),
         (
             {"name": "r", "scope": "tree", "scorers": ["ok"]},
-            "rules[0].scope: unknown value 'tree'; expected one of: span, trace",
+            "rules[0].scope: unknown value 'tree'; expected one of: span, trace, session",
         ),
         (
             {"name": "r", "scope": "trace", "late": "again", "scorers": ["ok"]},

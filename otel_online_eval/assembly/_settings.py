@@ -66,6 +66,8 @@ class AssemblyBounds:
             (``evaluate``, reason ``evicted``) or dropped (``drop``); counted either way.
         remember: how many evaluated traces are remembered, so that their late spans are
             recognised (as late, not as a new trace).
+        max_sessions: conversations session rules hold at once (their turns are small
+            records, not counted in ``max_bytes``); past it the oldest is evaluated early.
     """
 
     max_traces: int = 10_000
@@ -73,9 +75,10 @@ class AssemblyBounds:
     max_bytes: int = 256 << 20
     on_full: str = "evaluate"
     remember: int = 100_000
+    max_sessions: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_traces", "max_spans_per_trace", "max_bytes", "remember"):
+        for name in ("max_traces", "max_spans_per_trace", "max_bytes", "remember", "max_sessions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(

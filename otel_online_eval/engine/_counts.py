@@ -85,6 +85,11 @@ class EngineStats:
         assembly_lost: (trace rule, reason) -> traces whose evaluation was lost (``error``,
             ``shutdown``).
         assembly_buffered_traces, assembly_buffered_bytes: trace rule -> held now.
+        assembly_turns: (session rule, outcome) -> its assembled traces: ``added`` (a turn),
+            ``no_key`` (no session key), ``sampled_out`` (by the key's hash),
+            ``filtered_out``.
+        assembly_sessions: (session rule, reason) -> conversations handed to evaluation:
+            ``idle``, ``max_turns``, ``max_wait``, ``evicted``, ``shutdown``, ``end_of_input``.
     """
 
     seen: int = 0
@@ -115,3 +120,5 @@ class EngineStats:
     assembly_lost: dict[tuple[str, str], int] = field(default_factory=dict)
     assembly_buffered_traces: dict[str, int] = field(default_factory=dict)
     assembly_buffered_bytes: dict[str, int] = field(default_factory=dict)
+    assembly_turns: dict[tuple[str, str], int] = field(default_factory=dict)
+    assembly_sessions: dict[tuple[str, str], int] = field(default_factory=dict)

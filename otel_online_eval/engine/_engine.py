@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import hashlib
 import inspect
 import logging
 import os
@@ -20,19 +21,21 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.assembly import REASONS
+from otel_online_eval.assembly import REASONS, SESSION_REASONS, Turn
 from otel_online_eval.emit import EvalResult, EvalSink, ExportCounts, ScorerRun, Target
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
-from otel_online_eval.engine._traces import Due, TraceRules, TraceUnit
+from otel_online_eval.engine._traces import Due, SessionDue, TraceRules, TraceUnit
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.metrics import register_metrics
 from otel_online_eval.rules import Rule, ScorerUse, parent_state
+from otel_online_eval.sampling import sample_hash
 from otel_online_eval.scorers.base import (
     EvalInput,
 )
+from otel_online_eval.sessionview import SessionView
 from otel_online_eval.spanview import SpanView
 from otel_online_eval.traceview import TraceAnchor, TraceView
 
@@ -150,7 +153,11 @@ class Engine:
 
     def _trace_rules(self) -> TraceRules:
         return TraceRules(
-            self.router.rules, self.config.assembly, self._local_roots, self._release_traces
+            self.router.rules,
+            self.config.assembly,
+            self._local_roots,
+            self._release_traces,
+            self._release_sessions,
         )
 
     def _after_fork_in_child(self) -> None:
@@ -576,7 +583,7 @@ class Engine:
         for rule in route.trace_rules:
             counts = self._counts[rule.name]
             rule_hash = hash_ if not rule.salt else rule.hash(view.trace_id)
-            if rule_hash >= rule.bound:
+            if rule_hash >= rule.bound and not rule.is_session:  # sessions: by key, later
                 counts.sampled_out.add()
                 continue
             counts.sampled.add()
@@ -590,7 +597,94 @@ class Engine:
 
     def _release_traces(self, due: list[Due]) -> None:
         for rule, unit in due:
-            self._start_task(self._evaluate_trace(rule, unit))
+            if rule.is_session:
+                self._add_turn(rule, unit)
+            else:
+                self._start_task(self._evaluate_trace(rule, unit))
+
+    def _add_turn(self, rule: Rule, unit: TraceUnit) -> None:
+        """A session rule's trace: its key, the session's sampling, the filter, then a turn."""
+        turns = self._traces.counts[rule.name].turns
+        try:
+            trace = TraceView(unit.spans, unit.complete, unit.reason)
+            key = session_key(rule, trace)
+            if key is None:
+                turns["no_key"].add()
+                return
+            if session_hash(key, rule.salt) >= rule.bound:
+                turns["sampled_out"].add()
+                return
+            anchor = trace_anchor(rule, trace)
+            if anchor is None or (
+                rule.filter is not None and not rule.filter(TraceAnchor(anchor, trace))
+            ):
+                turns["filtered_out"].add()
+                return
+            turn = Turn(
+                trace.trace_id,
+                anchor.span_id,
+                trace.input,
+                trace.output,
+                trace.spans[0].start_time_ns,
+                max(s.end_time_ns for s in trace.spans),
+                trace.error_count,
+                trace.input_tokens,
+                trace.output_tokens,
+                unit.complete,
+                self.emitter.resource_of(anchor),
+            )
+            self._traces.add_turn(rule, key, turn)
+        except Exception as exc:  # a bug: this turn is lost, counted
+            self._traces.counts[rule.name].lost["error"].add()
+            self._log_limited("engine_error", "Session rule %r failed: %r", rule.name, exc)
+
+    def _release_sessions(self, due: list[SessionDue]) -> None:
+        for rule, unit in due:
+            self._start_task(
+                self._evaluate_session(rule, SessionView(unit.key, unit.turns, unit.reason))
+            )
+
+    async def _evaluate_session(self, rule: Rule, session: SessionView) -> None:
+        trace_counts = self._traces.counts[rule.name]
+        try:
+            start = time.time_ns()
+            last = session.turns[-1]
+            inp = EvalInput(session.input, session.output, None, rule.name, session=session)
+            runs, sampled_out = await self._runner.run_all(
+                rule.name, rule.scorers, inp, rule, session_hash(session.key, rule.salt)
+            )
+            earlier = session.turns[:-1][-MAX_TURN_LINKS:]
+            target = Target(
+                last.trace_id,
+                last.span_id,
+                _context(last.trace_id, last.span_id),
+                last.resource,
+                None,
+                tuple((_context(t.trace_id, t.span_id), "turn") for t in earlier),
+            )
+            attrs: dict[str, Any] = {
+                "online_eval.scope": "session",
+                "online_eval.session.turns": session.turn_count,
+                "online_eval.session.reason": session.reason,
+            }
+            if session.turn_count - 1 > len(earlier):
+                attrs["online_eval.session.turn_links_dropped"] = (
+                    session.turn_count - 1 - len(earlier)
+                )
+            if rule.description:
+                attrs["online_eval.rule.description"] = rule.description
+            if rule.rate is not None:
+                attrs["online_eval.sampling.rate"] = rule.rate
+            self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
+            self._counts[rule.name].evals.add()
+        except asyncio.CancelledError:
+            trace_counts.lost["shutdown"].add()
+            raise
+        except Exception as exc:
+            trace_counts.lost["error"].add()
+            self._log_limited(
+                "engine_error", "Evaluation of rule %r failed: %r", rule.name, exc, exc_info=True
+            )
 
     async def _evaluate_trace(self, rule: Rule, unit: TraceUnit) -> None:
         counts = self._counts[rule.name]
@@ -686,7 +780,7 @@ class Engine:
     def _decide_dropped(self, route: Route, hash_: int, trace_id: int | None, reason: str) -> None:
         for rule in route.rules:
             counts = self._counts.setdefault(rule.name, RuleCounts())
-            if rule.sampling_is_callable or (rule.salt and trace_id is None):
+            if rule.sampling_is_callable or rule.is_session or (rule.salt and trace_id is None):
                 kept = True  # cannot be decided without the span: counted as sampled
             elif rule.salt:
                 assert trace_id is not None
@@ -786,7 +880,17 @@ class Engine:
             late[name] = c.late - c.reopened
             dropped[name] = c.dropped_traces
         held = traces.in_flight()
+        sessions: dict[tuple[str, str], int] = {}
+        for name, sc in traces.session_counts().items():
+            sessions.update({(name, r): sc.released.get(r, 0) for r in SESSION_REASONS})
         return {
+            "assembly_turns": {
+                (n, outcome): t.value
+                for n, c in traces.counts.items()
+                if self.router.rules_by_name[n].is_session
+                for outcome, t in c.turns.items()
+            },
+            "assembly_sessions": sessions,
             "assembly_spans": spans,
             "assembly_late": late,
             "assembly_traces": released,
@@ -878,6 +982,8 @@ class Engine:
             "online_eval.assembly.lost": by("assembly_lost", "reason"),
             "online_eval.assembly.buffered.traces": by("assembly_buffered_traces"),
             "online_eval.assembly.buffered.bytes": by("assembly_buffered_bytes"),
+            "online_eval.assembly.turns": by("assembly_turns", "outcome"),
+            "online_eval.assembly.sessions": by("assembly_sessions", "reason"),
         }
 
 
@@ -889,6 +995,46 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
 
 def _default_size(payload: Any) -> int:
     return 1024
+
+
+MAX_TURN_LINKS = 32
+"""A session's eval span links to its last turn's anchor and to at most this many earlier
+turns' (the latest ones); how many were left out is on the span."""
+
+_DEFAULT_SESSION_KEYS = ("gen_ai.conversation.id", "session.id")
+
+
+def session_key(rule: Rule, trace: TraceView) -> str | None:
+    """The trace's session key: ``session.key`` (or the default attributes, on a span or its
+    resource) read from the root first, then from each span in start order."""
+    root = trace.root
+    for span in (root, *(s for s in trace.spans if s is not root)):
+        if rule.session_key is not None:
+            value = rule.session_key(span)
+        else:
+            value = next(
+                (
+                    v
+                    for key in _DEFAULT_SESSION_KEYS
+                    for v in (span.attributes.get(key), span.resource.get(key))
+                    if v is not None and v != ""
+                ),
+                None,
+            )
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def session_hash(key: str, salt: int) -> int:
+    """The sampling hash of a session key: the trace sampling hash of its digest, so rates
+    nest as they do for traces."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return sample_hash(int.from_bytes(digest, "big"), salt)
+
+
+def _context(trace_id: int, span_id: int) -> SpanContext:
+    return SpanContext(trace_id, span_id, False, TraceFlags(TraceFlags.SAMPLED))
 
 
 def trace_anchor(rule: Rule, trace: TraceView) -> SpanView | None:

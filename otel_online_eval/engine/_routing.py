@@ -51,7 +51,9 @@ class Route:
         self.inline = all(rule.inline for rule in self.span_rules)
         bound = 0
         for rule in rules:
-            bound = max(bound, FULL if rule.salt or rule.sampling_is_callable else rule.bound)
+            # A session rule samples by its key, known only once its trace is assembled.
+            own = rule.salt or rule.sampling_is_callable or rule.is_session
+            bound = max(bound, FULL if own else rule.bound)
         self.bound = bound
 
 
@@ -60,6 +62,7 @@ class Router:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        self.rules_by_name = {rule.name: rule for rule in self.rules}
         self._interned: dict[tuple[int, ...], Route] = {}
         self.cache: tuple[dict[str, Route], dict[str, Route], dict[str, Route]] = ({}, {}, {})
 

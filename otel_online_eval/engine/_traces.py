@@ -16,26 +16,41 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_online_eval.assembly import AssemblyBounds, AssemblyCounts, Completion, TraceAssembler
+from otel_online_eval.assembly import (
+    AssemblyBounds,
+    AssemblyCounts,
+    Completion,
+    SessionAssembler,
+    SessionCounts,
+    SessionSettings,
+    SessionUnit,
+    TraceAssembler,
+    Turn,
+)
 from otel_online_eval.assembly import TraceUnit as _TraceUnit
 from otel_online_eval.metrics import Tally
 from otel_online_eval.rules import Rule
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["Due", "TraceRuleCounts", "TraceRules"]
+__all__ = ["Due", "SessionDue", "TraceRuleCounts", "TraceRules"]
 
 TraceUnit = _TraceUnit[SpanView]
 Due = tuple[Rule, TraceUnit]
+SessionDue = tuple[Rule, SessionUnit]
 
 
 class TraceRuleCounts:
     """What a trace rule counted besides the span counts every rule has (any thread reads)."""
 
-    __slots__ = ("lost", "skipped_incomplete")
+    __slots__ = ("lost", "skipped_incomplete", "turns")
 
     def __init__(self) -> None:
         self.skipped_incomplete = Tally()
         self.lost: dict[str, Tally] = {r: Tally() for r in ("error", "shutdown")}
+        # Session rules: what became of each assembled trace.
+        self.turns: dict[str, Tally] = {
+            o: Tally() for o in ("added", "no_key", "sampled_out", "filtered_out")
+        }
 
 
 class TraceRules:
@@ -45,7 +60,9 @@ class TraceRules:
         rules: every rule of the engine (the trace rules are picked out).
         bounds: ``engine.assembly``, shared out evenly between the trace rules.
         local_roots: a span with a remote parent counts as its trace's root (in-process).
-        release: called on the loop with the units that are due.
+        release: called on the loop with the traces that are due (a session rule's become
+            turns there: see :meth:`add_turn`).
+        release_sessions: called on the loop with the conversations that are due.
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class TraceRules:
         bounds: AssemblyBounds,
         local_roots: bool,
         release: Callable[[list[Due]], None],
+        release_sessions: Callable[[list[SessionDue]], None],
     ) -> None:
         trace_rules = [r for r in rules if r.is_trace]
         share = _share(bounds, len(trace_rules))
@@ -64,6 +82,13 @@ class TraceRules:
                 completion = dataclasses.replace(completion, local_roots=True)
             self._assemblers[rule.name] = TraceAssembler(completion, share, rule.late)
         self._rules = {r.name: r for r in trace_rules}
+        session_rules = [r for r in trace_rules if r.is_session]
+        per_rule = max(1, bounds.max_sessions // max(1, len(session_rules)))
+        self._sessions = {
+            r.name: SessionAssembler(r.session or SessionSettings(), per_rule)
+            for r in session_rules
+        }
+        self._release_sessions = release_sessions
         self.counts = {r.name: TraceRuleCounts() for r in trace_rules}
         self._release = release
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,6 +118,7 @@ class TraceRules:
         if loop is None:
             return
         times = [t for a in self._assemblers.values() if (t := a.next_due()) is not None]
+        times += [t for a in self._sessions.values() if (t := a.next_due()) is not None]
         if not times:
             return
         when = min(times)
@@ -120,6 +146,12 @@ class TraceRules:
             out.extend((rule, unit) for unit in assembler.due(now))
         if out:
             self._release(out)
+        sessions: list[SessionDue] = []
+        for name, conversations in self._sessions.items():
+            rule = self._rules[name]
+            sessions.extend((rule, unit) for unit in conversations.due(now))
+        if sessions:
+            self._release_sessions(sessions)
 
     def drain(self, end_of_input: bool = False) -> None:
         """Hand on every trace in flight (reason ``shutdown``; see ``TraceAssembler.drain``
@@ -132,7 +164,23 @@ class TraceRules:
             self._timer.cancel()
             self._timer = None
         if out:
-            self._release(out)
+            self._release(out)  # a session rule's traces become turns now, then:
+        reason = "end_of_input" if end_of_input else "shutdown"
+        sessions: list[SessionDue] = []
+        for name, conversations in self._sessions.items():
+            rule = self._rules[name]
+            sessions.extend((rule, unit) for unit in conversations.drain(reason))
+        if sessions:
+            self._release_sessions(sessions)
+
+    def add_turn(self, rule: Rule, key: str, turn: Turn) -> None:
+        """A session rule's assembled trace, as a turn of its conversation."""
+        loop = self._loop
+        assert loop is not None
+        self.counts[rule.name].turns["added"].add()
+        out = self._sessions[rule.name].add(key, turn, loop.time())
+        if out:
+            self._release_sessions([(rule, unit) for unit in out])
 
     def supersedes(self, rule: str, trace_id: int) -> SpanContext | None:
         """The eval span the next revision of this trace replaces, if any."""
@@ -157,6 +205,12 @@ class TraceRules:
         for name, a in self._assemblers.items():
             c = a.counts
             out[name] = dataclasses.replace(c, released=dict(c.released), evicted=dict(c.evicted))
+        return out
+
+    def session_counts(self) -> dict[str, SessionCounts]:
+        out = {}
+        for name, a in self._sessions.items():
+            out[name] = dataclasses.replace(a.counts, released=dict(a.counts.released))
         return out
 
     def in_flight(self) -> dict[str, tuple[int, int]]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from otel_online_eval._errors import ScorerError
 
 if TYPE_CHECKING:
+    from otel_online_eval.sessionview import SessionView
     from otel_online_eval.spanview import SpanView
     from otel_online_eval.traceview import TraceView
 
@@ -56,6 +57,7 @@ class EvalInput:
         model: the model that answered, when known.
         metadata: free-form values passed to ``evaluate()``.
         trace: the whole trace, for an evaluation of one (None for a span's).
+        session: the conversation, for a session rule's evaluation (None otherwise).
     """
 
     input: str | None
@@ -65,6 +67,7 @@ class EvalInput:
     model: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
     trace: TraceView | None = None
+    session: SessionView | None = None
 
     @property
     def attributes(self) -> Mapping[str, Any]:

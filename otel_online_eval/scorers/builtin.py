@@ -33,6 +33,7 @@ from otel_online_eval.scorers import (
     _pii,
     _python_ref,
     _refusal,
+    _session,
     _span_metrics,
     _trace,
 )
@@ -43,4 +44,4 @@ from otel_online_eval.scorers._embeddings import build_embedding_similarity  # n
 __all__: list[str] = []
 
 # Imported for the side effect of registering their types.
-_MODULES = (_heuristics, _pii, _python_ref, _refusal, _span_metrics, _trace)
+_MODULES = (_heuristics, _pii, _python_ref, _refusal, _session, _span_metrics, _trace)

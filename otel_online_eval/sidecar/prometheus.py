@@ -129,6 +129,20 @@ _ASSEMBLY: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
         "Estimated memory held by traces being assembled",
         (),
     ),
+    (
+        "assembly_turns",
+        "online_eval_assembly_turns_total",
+        "counter",
+        "Session rules' assembled traces, by outcome",
+        ("outcome",),
+    ),
+    (
+        "assembly_sessions",
+        "online_eval_assembly_sessions_total",
+        "counter",
+        "Conversations handed to evaluation, by reason",
+        ("reason",),
+    ),
 )
 """Trace rules' assembly counts: EngineStats field, family, kind, help, labels after rule."""
 

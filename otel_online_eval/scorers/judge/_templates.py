@@ -295,7 +295,7 @@ def _conversation(inp: EvalInput) -> Any:
 
 def _dialogue(inp: EvalInput) -> Any:
     """What ``{{transcript}}`` reads: the trace, else the session (None without either)."""
-    return inp.trace if inp.trace is not None else getattr(inp, "session", None)
+    return inp.trace if inp.trace is not None else inp.session
 
 
 def render_messages(messages: Sequence[Message]) -> str | None:
