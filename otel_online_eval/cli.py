@@ -153,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
             reuse_port=args.reuse_port,
             worker=args.worker_index,
             metrics_dir=args.metrics_dir,
+            workers_total=args.workers_total,
         )
     except ConfigError as exc:  # what only shows when it is built: OTEL_* values, TLS files
         print(str(exc), file=sys.stderr)
@@ -219,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--workers-total", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
     from otel_online_eval.tools.commands import add_commands
 

@@ -13,6 +13,9 @@
    in the eval scope (``otel_online_eval``), or carrying the eval marker attribute, are never
    evaluated. The routes' ``seen`` counts are added only now, once the request is accepted: a
    refused request changes no count but the refusal's, however often the client retries it.
+5. Under ``--workers`` with trace rules, a span of a trace that another worker owns (and that a
+   trace rule may sample) is handed to that worker for its trace rules, and goes on here for
+   the span rules only (see :mod:`otel_online_eval.sidecar.handoff`).
 
 :meth:`Ingest.handle` never raises. An undecodable body is ``invalid`` (400 /
 INVALID_ARGUMENT) with a message naming the problem; anything else that goes wrong is
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from otel_online_eval.engine import Engine, Route
     from otel_online_eval.genai import ExtractSettings
     from otel_online_eval.metrics import Tally
+    from otel_online_eval.sidecar.handoff import Handoff, Outgoing
     from otel_online_eval.sidecar.shipper import Shipper
 
 __all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
@@ -145,6 +149,8 @@ class Ingest:
         self.forwarder = forwarder
         self.stats = stats
         self.closed = False
+        # Under --workers with trace rules: where spans of traces other workers own go.
+        self.handoff: Handoff | None = None
         self._log = RateLimitedLog(logger)
         # Requests being handled, by the engine they started with: a replaced engine is shut
         # down only once they have all submitted to it (see wait_idle).
@@ -206,7 +212,7 @@ class Ingest:
     def _handle(
         self, engine: Engine, request: ExportTraceServiceRequest, body: bytes, fmt: str
     ) -> IngestResult:
-        rejected, first_problem, candidates, total, seen = self._scan(engine, request)
+        rejected, first_problem, candidates, total, seen, outgoing = self._scan(engine, request)
         if self.forwarder is not None and total > rejected:  # nothing left: nothing to send
             if rejected or fmt == "json":
                 _remove_rejected(request)
@@ -221,6 +227,10 @@ class Ingest:
         # Accepted: now the request counts.
         for route, n in seen:
             _add(route.seen, n)
+        if outgoing is not None and self.handoff is not None:
+            for route in outgoing.unsubmitted:  # handed off whole: no span rule to run here
+                route.submitted.add()
+            self.handoff.send(outgoing)
         submit = engine.submit
         for item, route, hash_ in candidates:
             submit(item, route, hash_)
@@ -232,10 +242,16 @@ class Ingest:
 
     def _scan(
         self, engine: Engine, request: ExportTraceServiceRequest
-    ) -> tuple[int, str, list[tuple[object, Route, int]], int, list[tuple[Route, int]]]:
+    ) -> tuple[
+        int, str, list[tuple[object, Route, int]], int, list[tuple[Route, int]], Outgoing | None
+    ]:
         """Check and route every span: (rejected, the first problem, the spans to submit,
-        total spans, and (route, spans) runs to add to the routes' ``seen`` if accepted)."""
+        total spans, (route, spans) runs to add to the routes' ``seen`` if accepted, and the
+        spans to hand to the workers that own their traces)."""
         router = engine.router
+        handoff = self.handoff
+        plan = handoff.plan(engine) if handoff is not None else None
+        outgoing: Outgoing | None = None
         cache, route_of = router.cache, router.route
         rejected, total = 0, 0
         first_problem = ""
@@ -281,8 +297,24 @@ class Ingest:
                             seen.append((last, run))
                         last, run = route, 1
                     if route.bound:
-                        hash_ = shared_hash(int.from_bytes(trace_id, "big"))
+                        trace_int = int.from_bytes(trace_id, "big")
+                        hash_ = shared_hash(trace_int)
                         if hash_ < route.bound:
+                            if plan is not None and route.trace_rules:
+                                owner = trace_int % plan.workers
+                                local = (
+                                    plan.local_route(route, trace_int, hash_)
+                                    if owner != plan.me
+                                    else None
+                                )
+                                if local is not None and not plan.is_eval_span(span):
+                                    if outgoing is None:
+                                        outgoing = plan.outgoing()
+                                    outgoing.add(owner, resource_spans, scope_spans, span)
+                                    if not local.rules:
+                                        outgoing.unsubmitted.append(local)
+                                        continue
+                                    route = local  # the span rules only, counted as route's
                             # Queued spans are copies: a sub-message would keep the whole
                             # request's memory alive until its last sampled span is scored.
                             if shared is None:
@@ -296,7 +328,7 @@ class Ingest:
                             candidates.append(((sampled, shared, names), route, hash_))
         if last is not None:
             seen.append((last, run))
-        return rejected, first_problem, candidates, total, seen
+        return rejected, first_problem, candidates, total, seen, outgoing
 
 
 def _remove_rejected(request: ExportTraceServiceRequest) -> None:

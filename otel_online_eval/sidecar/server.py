@@ -10,7 +10,8 @@ running config keeps going; receiver and forward settings need a restart.
 ``/metrics`` counts go on across reloads: a retired engine's final counts are kept and added to
 the running one's. Under ``--workers``, each worker writes its metric families to a shared
 directory every second, and whichever worker a scrape reaches answers for all of them, each
-sample labelled with its ``worker``.
+sample labelled with its ``worker``. With trace rules, the workers hand spans to the worker that
+assembles their trace (:mod:`otel_online_eval.sidecar.handoff`), so no trace is split.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from otel_online_eval.export import (
 from otel_online_eval.sidecar.config import ReceiverConfig, RetryConfig
 from otel_online_eval.sidecar.emit_proto import ProtoEmitter
 from otel_online_eval.sidecar.grpc_server import GrpcReceiver
+from otel_online_eval.sidecar.handoff import Handoff
 from otel_online_eval.sidecar.http_server import HttpReceiver
 from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
 from otel_online_eval.sidecar.prometheus import Family, exposition, families
@@ -107,7 +109,10 @@ class Sidecar:
         exporter: send eval spans through this SpanExporter instead of the config's export.
         reuse_port: share the ports with sibling worker processes.
         worker: this worker's index, for metrics labels.
-        metrics_dir: where the workers share their metrics (``--workers``).
+        metrics_dir: where the workers share their metrics (``--workers``), and their
+            handoff sockets.
+        workers_total: how many workers there are (``--workers``): with more than one, spans
+            of traces another worker owns are handed to it.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Sidecar:
         reuse_port: bool = False,
         worker: int | None = None,
         metrics_dir: str | None = None,
+        workers_total: int | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -145,6 +151,12 @@ class Sidecar:
         self._past_export = ShipperStats()
         self._metrics_dir = Path(metrics_dir) if metrics_dir and worker is not None else None
         self._worker = worker
+        # Always made with several workers: a reload may bring trace rules in.
+        self.handoff: Handoff | None = None
+        if workers_total is not None and workers_total > 1 and self._metrics_dir is not None:
+            assert worker is not None
+            self.handoff = Handoff(self._metrics_dir, worker, workers_total, self.engine)
+            self.ingest.handoff = self.handoff
         rc = self.receiver_config
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -169,6 +181,8 @@ class Sidecar:
         )
 
     def start(self) -> None:
+        if self.handoff is not None:
+            self.handoff.start()
         if self.grpc is not None:
             self.grpc.start()
         if self.http is not None:
@@ -184,6 +198,7 @@ class Sidecar:
                 "http": self.http.endpoint if self.http else None,
                 "rules": len(self.config.rules),
                 "forward": self.forwarder is not None,
+                "handoff": str(self.handoff.path) if self.handoff else None,
                 "pid": os.getpid(),
             },
         )
@@ -204,7 +219,12 @@ class Sidecar:
             shippers["forward"] = self.forwarder.stats
         if has_export:
             shippers["export"] = export
-        return families(engine, self.stats, shippers)
+        if self.handoff is not None:
+            shippers["handoff"] = self.handoff.shipper_stats()
+        out = families(engine, self.stats, shippers)
+        if self.handoff is not None:
+            out += self.handoff.families()
+        return out
 
     def metrics_text(self) -> str:
         sources: list[tuple[Mapping[str, str], list[Family]]] = [
@@ -274,12 +294,16 @@ class Sidecar:
             old_engine, self.engine = self.engine, new_engine
             self._retiring.append(old_engine)
         self.ingest.engine = new_engine
+        if self.handoff is not None:
+            self.handoff.ingest.engine = new_engine
         self.config = config
 
         def retire() -> None:
             # Requests that started with the old engine submit to it first: shut down any
             # sooner, it would drop their spans and count them where no one looks any more.
             self.ingest.wait_idle(old_engine, 5.0)
+            if self.handoff is not None:
+                self.handoff.ingest.wait_idle(old_engine, 5.0)
             old_engine.shutdown()
             with self._stats_lock:
                 self._past_engine = _plus(
@@ -317,7 +341,15 @@ class Sidecar:
         if self.grpc is not None:
             self.grpc.stop(grace)
         self.ingest.wait_idle(self.engine, grace)  # requests already accepted submit first
-        ok = [True, True]
+        ok = [True, True, True]
+        if self.handoff is not None:
+            # Spans for the peers go out; the peers' spans for us come in before the engine
+            # shuts down (so its buffered traces are whole), within half the time left.
+            left = max(0.0, deadline - time.monotonic())
+            ok[2] = self.handoff.finish_sending(left / 2)
+            left = max(0.0, deadline - time.monotonic())
+            ok[2] = self.handoff.wait_for_peers(left / 2) and ok[2]
+            self.handoff.stop_receiving(min(grace, max(0.0, deadline - time.monotonic())))
         sink = self.engine.emitter
 
         def finish_engine() -> None:
@@ -349,6 +381,12 @@ class Sidecar:
                 "complete": all(ok),
                 "eval_dropped": sum(engine.dropped.values()),
                 "forward_dropped": self.forwarder.stats.dropped_spans if self.forwarder else 0,
+                "handoff_dropped": (
+                    self.handoff.shipper_stats().refused_spans
+                    + self.handoff.shipper_stats().dropped_spans
+                    if self.handoff
+                    else 0
+                ),
                 "export_dropped": (
                     sink.shipper.stats.dropped_spans + sink.dropped_spans
                     if isinstance(sink, ProtoEmitter)

@@ -4,7 +4,9 @@ The parent starts the workers (``serve --reuse-port --worker-index i``), passes 
 and SIGHUP on to them, and exits when they all have, with the worst exit status. The kernel
 spreads new connections across the workers. Each worker drains on its own. A scrape of
 ``/metrics`` reaches one worker, which answers for all: the workers share their metrics through
-a private directory the parent makes and removes (see ``Sidecar.metrics_text``).
+a private directory the parent makes and removes (see ``Sidecar.metrics_text``). In the same
+directory each worker serves its handoff socket: with trace rules, spans of a trace reach the
+worker that owns it, ``trace_id % N`` (see :mod:`otel_online_eval.sidecar.handoff`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def _run(config: str, workers: int, log_format: str, log_level: str, metrics_dir
                 str(i),
                 "--metrics-dir",
                 metrics_dir,
+                "--workers-total",
+                str(workers),
                 "--log-format",
                 log_format,
                 "--log-level",
