@@ -12,6 +12,14 @@
 4. Ctrl-C stops feeding, lets the evaluations in flight finish (a second Ctrl-C abandons them),
    flushes every eval span made, says how far it got, and exits with 130. Running the same
    command again with the output among the inputs scores the rest.
+
+A trace rule (``scope: trace``) takes the input's traces instead of its spans: each is
+assembled and decided as the engine does at the end of a file (see
+:mod:`otel_online_eval.tools._traces`); those to score are fed to the engine whole, a window of
+traces at a time, and :meth:`Engine.end_of_input` hands each window on, so the engine assembles,
+anchors and scores them and writes their eval spans (``online_eval.scope = trace``, span count,
+completeness, reason) as in production. A trace counts as one item for ``--limit``; its time
+(``--since``, ``--most-recent``) is when its last span ended.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.util.types import AttributeValue
 
 from otel_online_eval._errors import ConfigError, FilterSyntaxError
+from otel_online_eval.assembly import Completion
 from otel_online_eval.config import OnlineEvalConfig
 from otel_online_eval.emit import SCORER_ATTR, Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, Route
@@ -61,12 +70,21 @@ from otel_online_eval.tools._text import (
     fmt_pct,
     render_table,
 )
+from otel_online_eval.tools._traces import (
+    TraceCollector,
+    decide_trace,
+    file_bounds,
+    is_trace_rule,
+)
+from otel_online_eval.traceview import TraceAnchor
 
 __all__ = ["add_score_command", "run_score"]
 
 BACKFILL_ATTR = "online_eval.backfill"
 """Set to true on eval spans made by ``score`` (not by live traffic)."""
 _STALL_S = 60.0
+_TRACE_SPANS = 1 << 16  # spans of the traces held in the engine before they are handed on
+_FOREVER_S = 1e9  # the fed traces' completion timers: only the end of the input hands them on
 SCORED_END_ATTR = "online_eval.span.end_time_unix_nano"
 """On eval spans made by ``score``: when the scored span ended (``report`` charts by it)."""
 
@@ -125,18 +143,37 @@ def add_score_command(sub: Any) -> None:
 
 
 @dataclass
+class _TraceWork:
+    """A trace to score: every span read for it, when it ended, each rule's anchor."""
+
+    spans: list[ProtoSpanView]
+    end_ns: int
+    anchors: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
 class _Todo:
-    view: ProtoSpanView
+    view: ProtoSpanView  # the span; for a trace, its first span read
     rules: list[Rule]
+    order: int = 0  # place in the input (a trace: its first span's)
+    trace: _TraceWork | None = None
+
+    @property
+    def end_ns(self) -> int:
+        return self.trace.end_ns if self.trace is not None else self.view.end_time_ns
 
 
 @dataclass
 class _RuleTally:
+    """Spans a span rule, traces a trace rule (``scope``), counted at each step."""
+
+    scope: str = "span"
     selected: int = 0
     not_selected: int = 0
     sampled_out: int = 0
     filtered_out: int = 0
     extra_filtered_out: int = 0
+    skipped_incomplete: int = 0
     already_scored: int = 0
     to_score: int = 0
 
@@ -160,29 +197,32 @@ def run_score(args: argparse.Namespace) -> int:
     started = time.monotonic()
     printer = ErrorPrinter("score")
     reader = reader_for(cfg, args.spans, args.keep_going, printer)
-    tallies = {r.name: _RuleTally() for r in rules}
+    tallies = {r.name: _RuleTally(r.scope if is_trace_rule(r) else "span") for r in rules}
     try:
-        todo, too_old = _scan(reader, rules, extra, cutoff, args, tallies)
+        todo, too_old = _scan(reader, rules, extra, cutoff, args, tallies, cfg)
     except BaseException:
         exporter.shutdown()
         raise
     if args.most_recent:
-        todo.sort(key=lambda t: t.view.end_time_ns, reverse=True)
+        todo.sort(key=lambda t: t.end_ns, reverse=True)
     if args.limit is not None:
         todo = todo[: args.limit]
-    pairs = [(t.view, rule) for t in todo for rule in t.rules]
+    pairs = [(t, rule) for t in todo for rule in t.rules]
     for _, rule in pairs:
         tallies[rule.name].to_score += 1
+    n_traces = sum(1 for t in todo if t.trace is not None)
+    n_spans = len(todo) - n_traces
     interactive = sys.stderr.isatty()
     if interactive:
+        what = f"{n_spans} span(s)" + (f" and {n_traces} trace(s)" if n_traces else "")
         print(
             f"read {reader.spans} span(s) from {reader.files} file(s); "
-            f"{len(todo)} span(s) to score, {len(pairs)} evaluation(s)",
+            f"{what} to score, {len(pairs)} evaluation(s)",
             file=sys.stderr,
         )
 
     stats = StatsTable()
-    run = _Run(cfg, rules, args.sample, exporter, stats)
+    run = _Run(cfg, rules, args.sample, exporter, stats, todo)
     outcome = run.feed(pairs, Progress(len(pairs), sys.stderr, interactive, "evals"))
     elapsed = time.monotonic() - started
 
@@ -195,7 +235,8 @@ def run_score(args: argparse.Namespace) -> int:
         },
         "rules": {name: dataclasses.asdict(t) for name, t in tallies.items()},
         "evaluations": {"planned": len(pairs), "done": run.sink.done, "dropped": run.dropped()},
-        "spans_scored": len(todo),
+        "spans_scored": n_spans,
+        "traces_scored": n_traces,
         "interrupted": outcome != "done",
         "eval_spans": {"exported": run.processor.exported, "failed": run.processor.failed},
         "destination": destination,
@@ -280,13 +321,17 @@ def _scan(
     cutoff: int | None,
     args: argparse.Namespace,
     tallies: dict[str, _RuleTally],
+    cfg: OnlineEvalConfig,
 ) -> tuple[list[_Todo], int]:
-    """Read everything: the candidate spans, and what the input shows already scored."""
+    """Read everything: the candidate spans and traces, and what the input shows already
+    scored (an eval span is a child of, and linked to, the span or trace anchor it scores)."""
     done: set[tuple[str, int, int]] = set()
     candidates: list[_Todo] = []
     too_old = 0
     ignore_sampling = not args.sample
-    for fs in reader:
+    span_rules = [r for r in rules if not is_trace_rule(r)]
+    traces = TraceCollector(rules, cfg.engine.assembly)
+    for order, fs in enumerate(reader):
         view = fs.view
         if fs.eval_rule is not None:
             if fs.eval_rule and view.attributes.get(SCORER_ATTR) is None:
@@ -295,11 +340,12 @@ def _scan(
                 for link in view.links:
                     done.add((fs.eval_rule, link.trace_id, link.span_id))
             continue
+        traces.add(fs, order)  # whole traces: --since applies to a trace's end
         if cutoff is not None and view.end_time_ns < cutoff:
             too_old += 1
             continue
         matched = []
-        for rule in rules:
+        for rule in span_rules:
             decision = rule.decide(view, ignore_sampling=ignore_sampling)
             tally = tallies[rule.name]
             if decision.stage is not None and decision.stage.value == "selection":
@@ -317,14 +363,18 @@ def _scan(
                 continue
             matched.append(rule)
         if matched:
-            candidates.append(_Todo(view, matched))
+            candidates.append(_Todo(view, matched, order))
+    if traces:
+        candidates.extend(_scan_traces(traces, rules, extra, cutoff, ignore_sampling, tallies))
+        candidates.sort(key=lambda t: t.order)
     if args.rescore:
         return candidates, too_old
     todo = []
     for cand in candidates:
         keep = []
         for rule in cand.rules:
-            if (rule.name, cand.view.trace_id, cand.view.span_id) in done:
+            span_id = cand.view.span_id if cand.trace is None else cand.trace.anchors[rule.name]
+            if (rule.name, cand.view.trace_id, span_id) in done:
                 tallies[rule.name].already_scored += 1
             else:
                 keep.append(rule)
@@ -332,6 +382,53 @@ def _scan(
             cand.rules = keep
             todo.append(cand)
     return todo, too_old
+
+
+def _scan_traces(
+    traces: TraceCollector,
+    rules: list[Rule],
+    extra: CompiledFilter | None,
+    cutoff: int | None,
+    ignore_sampling: bool,
+    tallies: dict[str, _RuleTally],
+) -> list[_Todo]:
+    """The traces each trace rule takes (decided as the engine does at the end of a file)."""
+    todo: dict[int, _Todo] = {}
+    for rule in rules:
+        if not is_trace_rule(rule):
+            continue
+        tally = tallies[rule.name]
+        for ft in traces.traces(rule):
+            if cutoff is not None and ft.end_ns < cutoff:
+                continue  # its spans are counted as older than --since
+            decision = decide_trace(rule, ft.view, ignore_sampling=ignore_sampling)
+            if decision.stage == "selection":
+                tally.not_selected += 1
+                continue
+            tally.selected += 1
+            if decision.stage == "sampling":
+                tally.sampled_out += 1
+                continue
+            if decision.stage == "incomplete":
+                tally.skipped_incomplete += 1
+                continue
+            if decision.stage == "filter":
+                tally.filtered_out += 1
+                continue
+            anchor = decision.anchor
+            assert anchor is not None
+            if extra is not None and not extra(TraceAnchor(anchor, ft.view)):
+                tally.extra_filtered_out += 1
+                continue
+            item = todo.get(ft.trace_id)
+            if item is None:
+                first = ft.spans_read[0]
+                work = _TraceWork(ft.spans_read, ft.end_ns)
+                item = todo[ft.trace_id] = _Todo(first, [], ft.order, work)
+            assert item.trace is not None
+            item.rules.append(rule)
+            item.trace.anchors[rule.name] = anchor.span_id
+    return list(todo.values())
 
 
 def _open_rule(rule: Rule, sample: bool) -> Rule:
@@ -347,6 +444,23 @@ def _open_rule(rule: Rule, sample: bool) -> Rule:
         else:
             s = 1.0
         uses.append(ScorerUse(use.spec, s))
+    if is_trace_rule(rule):
+        # Fed whole traces already decided: the engine assembles them again, finds the same
+        # anchor (apply_to), and hands them on at the end of the input only (no timer).
+        completion = rule.completion or Completion()
+        return Rule(
+            name=rule.name,
+            scorers=tuple(uses),
+            description=rule.description,
+            sampling=1.0,
+            sampling_seed=rule.sampling_seed,
+            filter=None,
+            apply_to=rule.apply_to,
+            scope=rule.scope,
+            completion=dataclasses.replace(
+                completion, settle_s=_FOREVER_S, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S
+            ),
+        )
     return Rule(
         name=rule.name,
         scorers=tuple(uses),
@@ -368,6 +482,7 @@ class _Run:
         sample: bool,
         exporter: SpanExporter,
         stats: StatsTable,
+        traces: list[_Todo],
     ) -> None:
         self.stats = stats
         opened = [_open_rule(r, sample) for r in rules]
@@ -390,10 +505,17 @@ class _Run:
             a: dict[str, AttributeValue] = {BACKFILL_ATTR: True}
             a["online_eval.sampling.rate"] = (rule.rate or 1.0) if sample else 1.0
             attrs[rule.name] = a
-        self.ends: dict[tuple[int, int], int] = {}
+        self.ends: dict[tuple[str, int, int], int] = {}
         self.sink = CountingSink(Emitter(self.processor), self._record, attrs, self._target_attrs)
+        # Traces are held in the engine until handed on (at most a window of them, and about
+        # _TRACE_SPANS spans): its queue takes a window's spans, its assembly keeps them whole.
+        self.trace_rules = [r.name for r in opened if is_trace_rule(r)]
+        largest = max((len(t.trace.spans) for t in traces if t.trace is not None), default=0)
+        queue = max(cfg.engine.queue_size, self.window + 16)
+        if self.trace_rules:
+            queue += max(_TRACE_SPANS, largest)
         engine_cfg = dataclasses.replace(
-            cfg.engine, queue_size=max(cfg.engine.queue_size, self.window + 16)
+            cfg.engine, queue_size=queue, assembly=file_bounds(cfg.engine.assembly)
         )
         self.routes = {r.name: Route((r,)) for r in opened}
         self.engine = Engine(opened, self.sink, lambda payload: payload, engine_cfg)
@@ -415,12 +537,25 @@ class _Run:
         for name in result.sampled_out:
             self.stats.get(result.rule, name).sampled_out += 1
 
-    def _target_attrs(self, target: Target) -> dict[str, AttributeValue]:
-        end = self.ends.get((target.trace_id, target.parent_span_id or 0))
+    def _target_attrs(self, rule: str, target: Target) -> dict[str, AttributeValue]:
+        end = self.ends.get((rule, target.trace_id, target.parent_span_id or 0))
         return {SCORED_END_ATTR: end} if end else {}
 
     def dropped(self) -> int:
-        return sum(self.engine.stats().dropped.values())
+        """Evaluations handed to the engine that will not finish: dropped, or (a trace) lost
+        or not evaluated after all."""
+        stats = self.engine.stats()
+        lost = sum(stats.dropped.values())
+        if self.trace_rules:
+            lost += sum(stats.assembly_lost.values())
+            lost += sum(stats.filtered_out.get(name, 0) for name in self.trace_rules)
+            lost += sum(stats.assembly_skipped_incomplete.get(n, 0) for n in self.trace_rules)
+        return lost
+
+    def _hand_on(self) -> None:
+        """The held traces are complete (the input has no more of their spans): evaluate them.
+        Not waited for here: the loops below wait for the evaluations, Ctrl-C included."""
+        self.engine.end_of_input(timeout_millis=100)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupts += 1
@@ -439,19 +574,24 @@ class _Run:
                 file=sys.stderr,
             )
 
-    def feed(self, pairs: list[tuple[ProtoSpanView, Rule]], progress: Progress) -> str:
-        """Submit every (span, rule), a window at a time; 'done', 'interrupted' or 'abandoned'."""
+    def feed(self, pairs: list[tuple[_Todo, Rule]], progress: Progress) -> str:
+        """Submit every (span or trace, rule), a window at a time; 'done', 'interrupted' or
+        'abandoned'."""
         on_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if on_main else None
         sink, engine, cond = self.sink, self.engine, self.sink.cond
         submitted = 0
         dropped = 0
+        held = held_spans = 0  # traces fed and not handed on yet, and their spans
         told = False
         try:
-            for view, rule in pairs:
+            for todo, rule in pairs:
                 if self.interrupts:
                     break
                 if submitted - sink.done - dropped >= self.window:
+                    if held:  # they finish only once handed on
+                        self._hand_on()
+                        held = held_spans = 0
                     with cond:
                         # Wake up once half the window is free: one wake-up per many spans.
                         sink.wake_at = submitted - dropped - self.window // 2
@@ -465,10 +605,26 @@ class _Run:
                     progress.update(sink.done)
                     if self.interrupts:
                         break
-                self.ends[(view.trace_id, view.span_id)] = view.end_time_ns
-                engine.submit(view, self.routes[rule.name], shared_hash(view.trace_id))
+                view, route = todo.view, self.routes[rule.name]
+                if todo.trace is None:
+                    self.ends[(rule.name, view.trace_id, view.span_id)] = view.end_time_ns
+                    engine.submit(view, route, shared_hash(view.trace_id))
+                else:
+                    spans = todo.trace.spans
+                    if held and held_spans + len(spans) > _TRACE_SPANS:
+                        self._hand_on()
+                        held = held_spans = 0
+                    anchor = todo.trace.anchors[rule.name]
+                    self.ends[(rule.name, view.trace_id, anchor)] = todo.trace.end_ns
+                    trace_hash = shared_hash(view.trace_id)
+                    for span in spans:
+                        engine.submit(span, route, trace_hash)
+                    held += 1
+                    held_spans += len(spans)
                 submitted += 1
                 progress.update(sink.done)
+            if held:
+                self._hand_on()
             while sink.done + dropped < submitted and self.interrupts < 2:
                 if self.interrupts and not told:
                     told = True
@@ -495,7 +651,7 @@ class _Run:
             self.abandoned = submitted - sink.done - self.dropped()
             self.engine.shutdown(timeout_millis=0)
             return "abandoned"
-        self.engine.force_flush()
+        self.engine.end_of_input()
         self.engine.shutdown()
         return "interrupted" if self.interrupts else "done"
 
@@ -511,9 +667,12 @@ def _print_summary(
     ev = summary["evaluations"]
     rate = ev["done"] / elapsed if elapsed > 0 else 0.0
     took = f"{elapsed:.1f} s" if elapsed < 60 else fmt_duration(elapsed)
+    items = f"{summary['spans_scored']} span(s)"
+    if summary["traces_scored"]:
+        items += f", {summary['traces_scored']} trace(s)"
     print(
-        f"scored {ev['done']} of {ev['planned']} evaluation(s) ({summary['spans_scored']} "
-        f"span(s)) in {took} ({rate:,.1f}/s); "
+        f"scored {ev['done']} of {ev['planned']} evaluation(s) ({items}) in {took} "
+        f"({rate:,.1f}/s); "
         f"{summary['eval_spans']['exported']} eval span(s) exported to "
         f"{summary['destination']}",
         file=out,
@@ -539,6 +698,16 @@ def _print_summary(
         ),
         file=out,
     )
+    traced = [name for name, t in tallies.items() if t.scope == "trace"]
+    if traced:
+        print(f"(trace rules count traces: {', '.join(traced)})", file=out)
+    for name, t in tallies.items():
+        if t.skipped_incomplete:
+            print(
+                f"({name}: {t.skipped_incomplete} incomplete trace(s) skipped, "
+                "on_incomplete: skip)",
+                file=out,
+            )
     if summary["input"]["older_than_since"]:
         print(f"({summary['input']['older_than_since']} span(s) older than --since)", file=out)
     if len(stats):

@@ -101,9 +101,18 @@ def rule_summary(rule: Rule) -> list[str]:
         f"{u.name} [{u.spec.type}" + (f", sampling {u.sampling:g}" if u.sampling != 1 else "") + "]"
         for u in rule.scorers
     )
+    if rule.scope == "trace":
+        from otel_online_eval.tools._traces import anchor_words
+
+        incomplete = "skipped" if rule.on_incomplete == "skip" else "evaluated"
+        applies = (
+            f"  scope:      trace; anchored on {anchor_words(rule)}; incomplete traces {incomplete}"
+        )
+    else:
+        applies = f"  applies to: {' or '.join(picks) if picks else 'every span'}"
     return [
         f"rule {rule.name}" + (f" — {rule.description}" if rule.description else ""),
-        f"  applies to: {' or '.join(picks) if picks else 'every span'}",
+        applies,
         f"  sampling:   {rate}" + (f" (seed {rule.sampling_seed})" if rule.sampling_seed else ""),
         f"  filter:     {rule.filter.source if rule.filter else '(none)'}",
         f"  scorers:    {scorers or '(none)'}",

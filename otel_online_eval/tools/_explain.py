@@ -3,6 +3,12 @@
 For one span id: every rule's decision (selection, sampling, filter, each scorer's own
 sampling), the input / output / model the scorers would see and the convention they were read
 from, and the eval spans for it found in the input with their scores and errors.
+
+A trace rule (``scope: trace``) decides the span's whole trace, as the engine does at the end of
+a file (see :mod:`otel_online_eval.tools._traces`): sampled out by trace id, skipped as
+incomplete (``on_incomplete: skip``), no span for the anchor, the filter false on the anchor with
+its trace (the false part), or evaluated, with the trace's span count and completeness. The
+trace's eval spans in the input are shown with it (child of the anchor, not of this span).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from otel_online_eval.emit import SCORER_ATTR
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule, Stage
+from otel_online_eval.spanview import SpanView
 from otel_online_eval.tools._common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -30,6 +37,15 @@ from otel_online_eval.tools._common import (
 )
 from otel_online_eval.tools._input import FileSpan
 from otel_online_eval.tools._text import fmt_num, fmt_time, one_line
+from otel_online_eval.tools._traces import (
+    TraceCollector,
+    TraceDecision,
+    anchor_words,
+    decide_trace,
+    is_trace_rule,
+    trace_state,
+)
+from otel_online_eval.traceview import TraceAnchor
 
 __all__ = ["add_explain_command", "run_explain"]
 
@@ -88,6 +104,7 @@ class _EvalSeen:
     end_ns: int
     status: str
     scores: list[_ScoreSeen] = field(default_factory=list)
+    trace: dict[str, Any] | None = None  # a trace rule's: span count, completeness, revision
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -107,6 +124,9 @@ def run_explain(args: argparse.Namespace) -> int:
     found_as_eval: list[FileSpan] = []
     evals: list[tuple[FileSpan, int]] = []  # eval spans naming the span (and its trace)
     scores: dict[tuple[int, int], list[_ScoreSeen]] = {}
+    # Trace rules decide whole traces: every span is kept by trace until the span is found.
+    traces = TraceCollector(cfg.rules, cfg.engine.assembly, only=trace_id)
+    trace_evals: dict[int, list[FileSpan]] = {}  # trace rules' eval spans, by trace
     for fs in reader:
         v = fs.view
         if fs.eval_rule is not None:
@@ -116,11 +136,14 @@ def run_explain(args: argparse.Namespace) -> int:
             elif v.span_id == span_id and trace_id in (None, v.trace_id):
                 found_as_eval.append(fs)
             else:
+                if attrs.get("online_eval.scope") == "trace":
+                    trace_evals.setdefault(v.trace_id, []).append(fs)
                 for tid, sid in _targets(v):
                     if sid == span_id and trace_id in (None, tid):
                         evals.append((fs, tid))
                         break
             continue
+        traces.add(fs)
         if v.span_id == span_id and trace_id in (None, v.trace_id):
             if not any(f.view.trace_id == v.trace_id for f in found):  # a file read twice
                 found.append(fs)
@@ -136,25 +159,20 @@ def run_explain(args: argparse.Namespace) -> int:
 
     docs = []
     for fs in found:
-        seen = []
+        seen: list[_EvalSeen] = []
+        ids: set[int] = set()
         for efs, _ in evals:
             if efs.view.trace_id != fs.view.trace_id and not any(
                 tid == fs.view.trace_id for tid, _ in _targets(efs.view)
             ):
                 continue
-            ev = efs.view
-            seen.append(
-                _EvalSeen(
-                    efs.eval_rule or "",
-                    ev.trace_id_hex,
-                    ev.span_id_hex,
-                    str(efs.where),
-                    ev.end_time_ns,
-                    ev.status_code,
-                    scores.get((ev.trace_id, ev.span_id), []),
-                )
-            )
-        docs.append(_explain_one(fs, list(cfg.rules), seen, args.width))
+            ids.add(efs.view.span_id)
+            seen.append(_eval_seen(efs, scores))
+        for efs in trace_evals.get(fs.view.trace_id, ()):
+            if efs.view.span_id not in ids:  # the trace's, attached to another span (the anchor)
+                ids.add(efs.view.span_id)
+                seen.append(_eval_seen(efs, scores))
+        docs.append(_explain_one(fs, list(cfg.rules), seen, args.width, traces))
 
     if args.json:
         json.dump(docs if len(docs) > 1 else docs[0], sys.stdout, indent=2, ensure_ascii=False)
@@ -168,6 +186,30 @@ def run_explain(args: argparse.Namespace) -> int:
     if note:
         print(f"otel-online-eval explain: {note}", file=sys.stderr)
     return EXIT_PARTIAL if printer.count else EXIT_OK
+
+
+def _eval_seen(efs: FileSpan, scores: dict[tuple[int, int], list[_ScoreSeen]]) -> _EvalSeen:
+    ev = efs.view
+    attrs = ev.attributes
+    trace = None
+    if attrs.get("online_eval.scope") == "trace":
+        trace = {
+            "span_count": attrs.get("online_eval.trace.span_count"),
+            "complete": attrs.get("online_eval.trace.complete"),
+            "reason": attrs.get("online_eval.trace.reason"),
+            "revision": attrs.get("online_eval.revision"),
+            "anchor": f"{ev.parent_span_id:016x}" if ev.parent_span_id is not None else None,
+        }
+    return _EvalSeen(
+        efs.eval_rule or "",
+        ev.trace_id_hex,
+        ev.span_id_hex,
+        str(efs.where),
+        ev.end_time_ns,
+        ev.status_code,
+        scores.get((ev.trace_id, ev.span_id), []),
+        trace,
+    )
 
 
 def _targets(view: ProtoSpanView) -> list[tuple[int, int]]:
@@ -198,7 +240,11 @@ def _score_seen(view: ProtoSpanView) -> _ScoreSeen:
 
 
 def _explain_one(
-    fs: FileSpan, rules: list[Rule], evals: list[_EvalSeen], width: int
+    fs: FileSpan,
+    rules: list[Rule],
+    evals: list[_EvalSeen],
+    width: int,
+    traces: TraceCollector,
 ) -> dict[str, Any]:
     v = fs.view
     g = v.genai
@@ -240,7 +286,12 @@ def _explain_one(
     return {
         "span": span,
         "extracted": extracted,
-        "rules": [_rule_doc(rule, v, evals) for rule in rules],
+        "rules": [
+            _trace_rule_doc(rule, v, evals, traces)
+            if is_trace_rule(rule)
+            else _rule_doc(rule, v, evals)
+            for rule in rules
+        ],
         "evals_in_input": [_eval_doc(e) for e in evals],
     }
 
@@ -286,26 +337,104 @@ def _rule_doc(rule: Rule, view: ProtoSpanView, evals: list[_EvalSeen]) -> dict[s
             rate = "1" if rule.rate is None else f"{rule.rate:g}"
             clause = "filter true" if rule.filter is not None else "no filter"
             doc["verdict"] = f"selected, sampled in (rate {rate}), {clause}"
-        scorers = []
-        for use in rule.scorers:
-            runs = use.sampling > 0 and not scorer_is_sampled_out(rule, use, view)
-            entry: dict[str, Any] = {
-                "scorer": use.name,
-                "type": use.spec.type,
-                "llm": is_llm(use.spec),
-                "sampling": use.sampling,
-                "runs": runs and decision.matched,
-            }
-            if not runs:
-                entry["why_not"] = (
-                    "its sampling is 0"
-                    if use.sampling == 0
-                    else f"sampled out at {use.sampling:g} of the rule's sample"
-                )
-            scorers.append(entry)
-        doc["scorers"] = scorers
+        doc["scorers"] = _scorers_doc(rule, view, decision.matched)
     doc["evals_in_input"] = sum(1 for e in evals if e.rule == rule.name)
     return doc
+
+
+def _trace_rule_doc(
+    rule: Rule, view: ProtoSpanView, evals: list[_EvalSeen], traces: TraceCollector
+) -> dict[str, Any]:
+    """A trace rule's decision for the span's trace (the engine's, at the end of the input)."""
+    ft = traces.trace(rule, view.trace_id)
+    assert ft is not None  # the span itself is in it
+    trace = ft.view
+    decision = decide_trace(rule, trace)
+    anchor = decision.anchor
+    doc: dict[str, Any] = {
+        "rule": rule.name,
+        "description": rule.description or None,
+        "scope": "trace",
+        "would_score": decision.matched,
+        "stage": decision.stage,
+        "reason": decision.reason,
+        "detail": decision.detail,
+        "trace": {
+            "trace_id": f"{ft.trace_id:032x}",
+            "span_count": ft.span_count,
+            "complete": trace.complete,
+            "reason": trace.reason,
+            "on_incomplete": rule.on_incomplete,
+        },
+        "anchor": None
+        if anchor is None
+        else {
+            "name": anchor.name,
+            "span_id": anchor.span_id_hex,
+            "is_this_span": anchor.span_id == view.span_id,
+            "chosen_as": anchor_words(rule),
+        },
+        "sampling": {"rate": rule.rate, "sampled": rule.hash(ft.trace_id) < rule.bound},
+    }
+    if anchor is not None:
+        filt = rule.check_filter(TraceAnchor(anchor, trace))
+        doc["filter"] = {
+            "clause": rule.filter.source if rule.filter is not None else None,
+            "passes": filt.matched,
+            "false_part": filt.detail,
+        }
+    if decision.stage == "sampling":
+        otherwise = decide_trace(rule, trace, ignore_sampling=True)
+        also = (
+            "it would be evaluated otherwise"
+            if otherwise.matched
+            else f"otherwise: {_trace_verdict(otherwise)}"
+        )
+        doc["verdict"] = f"sampled out: {decision.reason} (by trace id; {also})"
+    elif decision.matched:
+        assert anchor is not None
+        rate = "1" if rule.rate is None else f"{rule.rate:g}"
+        clause = "filter true" if rule.filter is not None else "no filter"
+        doc["verdict"] = (
+            f"trace evaluated ({trace_state(trace)}) on its anchor; sampled in (rate {rate}), "
+            f"{clause}"
+        )
+    else:
+        doc["verdict"] = _trace_verdict(decision)
+    if decision.matched or decision.stage == "sampling":
+        doc["scorers"] = _scorers_doc(rule, view, decision.matched)
+    doc["evals_in_input"] = sum(1 for e in evals if e.rule == rule.name)
+    return doc
+
+
+def _trace_verdict(decision: TraceDecision) -> str:
+    """A trace rule's verdict past sampling, in words."""
+    if decision.stage == "filter":
+        return f"filter false: {decision.detail}"
+    if decision.stage is not None:  # incomplete, or no anchor
+        return f"not evaluated: {decision.reason}"
+    return "evaluated"
+
+
+def _scorers_doc(rule: Rule, view: SpanView, matched: bool) -> list[dict[str, Any]]:
+    scorers = []
+    for use in rule.scorers:
+        runs = use.sampling > 0 and not scorer_is_sampled_out(rule, use, view)
+        entry: dict[str, Any] = {
+            "scorer": use.name,
+            "type": use.spec.type,
+            "llm": is_llm(use.spec),
+            "sampling": use.sampling,
+            "runs": runs and matched,
+        }
+        if not runs:
+            entry["why_not"] = (
+                "its sampling is 0"
+                if use.sampling == 0
+                else f"sampled out at {use.sampling:g} of the rule's sample"
+            )
+        scorers.append(entry)
+    return scorers
 
 
 def _eval_doc(e: _EvalSeen) -> dict[str, Any]:
@@ -316,6 +445,7 @@ def _eval_doc(e: _EvalSeen) -> dict[str, Any]:
         "where": e.where,
         "ended": fmt_time(e.end_ns),
         "status": e.status,
+        "trace": e.trace,
         "scores": [
             {
                 "scorer": s.scorer,
@@ -369,6 +499,14 @@ def _print_text(doc: dict[str, Any]) -> None:
     for r in doc["rules"]:
         head = "WOULD SCORE" if r["would_score"] else "NOT SCORED "
         print(f"  {r['rule']:<{width}}  {head}  {r['verdict']}")
+        if r.get("scope") == "trace":
+            t, a = r["trace"], r["anchor"]
+            state = t["reason"] if t["complete"] else f"incomplete ({t['reason']})"
+            line = f"trace: {t['span_count']} span(s), {state}"
+            if a is not None:
+                this = ", this span" if a["is_this_span"] else ""
+                line += f"; anchor {a['name']!r} {a['span_id']} ({a['chosen_as']}{this})"
+            print(f"  {'':<{width}}    {line}")
         for sc in r.get("scorers", ()):
             if not r["would_score"]:
                 break
@@ -382,9 +520,17 @@ def _print_text(doc: dict[str, Any]) -> None:
     if not evals:
         print("eval spans for this span in the input: none")
         return
-    print("eval spans for this span in the input")
+    of_trace = " (and its trace)" if any(e["trace"] is not None for e in evals) else ""
+    print(f"eval spans for this span{of_trace} in the input")
     for e in evals:
         print(f"  eval {e['rule']}  span {e['span_id']}  ended {e['ended']}  ({e['where']})")
+        t = e["trace"]
+        if t is not None:
+            state = t["reason"] if t["complete"] else f"incomplete ({t['reason']})"
+            print(
+                f"    of the trace: {t['span_count']} span(s), {state}, revision "
+                f"{t['revision']}, on {t['anchor']}"
+            )
         for sc in e["scores"]:
             seen = _ScoreSeen(
                 sc["scorer"],

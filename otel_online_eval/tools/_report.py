@@ -1,5 +1,10 @@
 """``otel-online-eval report``: a summary of eval spans (what the processor, the sidecar or
-``score`` exported), as a table, JSON, or one self-contained HTML page with charts."""
+``score`` exported), as a table, JSON, or one self-contained HTML page with charts.
+
+A trace rule (``scope: trace``, ``late: reevaluate``) may evaluate a trace again when late spans
+come: each evaluation is a revision (``online_eval.revision``), and the newer eval span links
+to the one it replaces (link attribute ``online_eval.link = supersedes``). Only the latest
+revision per (rule, trace) in the input is counted; the others are counted as superseded."""
 
 from __future__ import annotations
 
@@ -49,18 +54,34 @@ def add_report_command(sub: Any) -> None:
     p.set_defaults(run=run_report)
 
 
-def collect(reader: Any, rules: set[str] | None) -> tuple[StatsTable, Counter[str], dict[str, int]]:
+_Pending = tuple[str, str, str, float | None, str | None, int, tuple[int, int], Any]
+
+
+def collect(
+    reader: Any, rules: set[str] | None
+) -> tuple[StatsTable, Counter[str], dict[str, int], dict[str, dict[str, int]]]:
     """Score spans into stats per (rule, scorer); eval spans counted per rule.
 
     A score is placed in time at its scored span's end when its eval span says it
-    (``online_eval.span.end_time_unix_nano``, set by ``score``), else at its own end.
+    (``online_eval.span.end_time_unix_nano``, set by ``score``), else at its own end. Of a
+    trace rule's evaluations of one trace, only the latest revision counts (its scores, errors
+    and skips); the others are ``superseded``.
+
+    Returns:
+        The stats, evaluations per rule, input counts (``other_spans``, ``duplicates``,
+        ``superseded``), and per trace rule its ``evaluations``, ``incomplete`` ones (not
+        complete when evaluated) and ``superseded`` revisions.
     """
     stats = StatsTable()
     evals: Counter[str] = Counter()
     seen: set[tuple[int, int]] = set()
-    counts = {"other_spans": 0, "duplicates": 0}
+    counts = {"other_spans": 0, "duplicates": 0, "superseded": 0}
     scored_end: dict[tuple[int, int], int] = {}  # eval span -> when its scored span ended
-    pending: list[tuple[str, str, float | None, str | None, int, tuple[int, int], Any]] = []
+    pending: list[_Pending] = []  # score spans: their eval span may come later
+    # Eval spans: (rule, its key, (rule, trace) for a trace rule's, revision, complete).
+    records: list[tuple[str, tuple[int, int], tuple[str, int] | None, int, bool]] = []
+    latest: dict[tuple[str, int], int] = {}  # (rule, trace) -> its latest revision
+    replaced: set[tuple[int, int]] = set()  # eval spans a newer revision supersedes (links)
     for fs in reader:
         if fs.eval_rule is None:
             counts["other_spans"] += 1
@@ -78,44 +99,77 @@ def collect(reader: Any, rules: set[str] | None) -> tuple[StatsTable, Counter[st
         scorer = attrs.get(SCORER_ATTR)
         if scorer is None:
             if v.name.startswith("eval "):
-                evals[rule or v.name.removeprefix("eval ")] += 1
+                name = rule or v.name.removeprefix("eval ")
+                of_trace: tuple[str, int] | None = None
+                revision = 1
+                if attrs.get("online_eval.scope") == "trace":
+                    of_trace = (name, v.trace_id)
+                    rev = attrs.get("online_eval.revision")
+                    if isinstance(rev, int) and not isinstance(rev, bool):
+                        revision = rev
+                    latest[of_trace] = max(latest.get(of_trace, revision), revision)
+                    for link in v.links:
+                        if link.attributes.get("online_eval.link") == "supersedes":
+                            replaced.add((link.trace_id, link.span_id))
+                complete = attrs.get("online_eval.trace.complete") is not False
+                records.append((name, key, of_trace, revision, complete))
                 end = attrs.get(SCORED_END_ATTR)
                 if isinstance(end, int) and not isinstance(end, bool) and end > 0:
                     scored_end[key] = end
             continue
-        st = stats.get(rule, str(scorer))
+        kind = "score"
         if attrs.get("online_eval.skipped") is not None:
-            st.skipped += 1
+            kind = "skipped"
         elif v.status_code == "ERROR":
+            kind = "error"
+        value = attrs.get("gen_ai.evaluation.score.value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = None
+        label = attrs.get("gen_ai.evaluation.score.label")
+        pending.append(
+            (
+                kind,
+                rule,
+                str(scorer),
+                value,
+                label if isinstance(label, str) else None,
+                v.end_time_ns,
+                (v.trace_id, v.parent_span_id or 0),
+                attrs,
+            )
+        )
+    traces: dict[str, dict[str, int]] = {}
+    for name, key, of_trace, revision, complete in records:
+        tally = None
+        if of_trace is not None:
+            tally = traces.setdefault(name, {"evaluations": 0, "incomplete": 0, "superseded": 0})
+            if revision < latest[of_trace] or key in replaced:
+                replaced.add(key)
+                tally["superseded"] += 1
+                counts["superseded"] += 1
+                continue
+        evals[name] += 1
+        if tally is not None:
+            tally["evaluations"] += 1
+            tally["incomplete"] += not complete
+    for kind, rule, scorer, value, label, end_ns, parent, attrs in pending:
+        if parent in replaced:
+            continue  # a score of a superseded revision
+        st = stats.get(rule, scorer)
+        if kind == "skipped":
+            st.skipped += 1
+        elif kind == "error":
             st.add_error(str(attrs.get("error.type") or "error"))
         else:
-            value = attrs.get("gen_ai.evaluation.score.value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                value = None
-            label = attrs.get("gen_ai.evaluation.score.label")
-            parent = (v.trace_id, v.parent_span_id or 0)
-            pending.append(
-                (
-                    rule,
-                    str(scorer),
-                    value,
-                    label if isinstance(label, str) else None,
-                    v.end_time_ns,
-                    parent,
-                    attrs,
-                )
-            )
-    for rule, scorer, value, label, end_ns, parent, attrs in pending:
-        when = scored_end.get(parent, end_ns)
-        stats.get(rule, scorer).add_score(value, label, when, attrs)
-    return stats, evals, counts
+            st.add_score(value, label, scored_end.get(parent, end_ns), attrs)
+    return stats, evals, counts, traces
 
 
 def run_report(args: argparse.Namespace) -> int:
     printer = ErrorPrinter("report")
     reader = reader_for(None, args.evals, args.keep_going, printer)
     rules = set(args.rule) if args.rule else None
-    stats, evals, counts = collect(reader, rules)
+    stats, evals, counts, traces = collect(reader, rules)
     if not len(stats) and not evals:
         hint = ""
         if counts["other_spans"]:
@@ -127,13 +181,14 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "evaluations": dict(evals),
+            "traces": traces,
             "scorers": [s.to_json() for s in stats.sorted()],
             "input": {"files": reader.files, "spans": reader.spans, **counts},
         }
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _print_table(stats, evals, counts)
+        _print_table(stats, evals, counts, traces)
     if args.html:
         page = render_html(
             stats,
@@ -163,13 +218,27 @@ def labels_text(labels: Counter[str], top: int = 4) -> str:
     return text
 
 
-def _print_table(stats: StatsTable, evals: Counter[str], counts: dict[str, int]) -> None:
+def _print_table(
+    stats: StatsTable,
+    evals: Counter[str],
+    counts: dict[str, int],
+    traces: dict[str, dict[str, int]],
+) -> None:
     out = sys.stdout
     total = sum(evals.values())
     per_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(evals.items()))
     print(f"{total} evaluation(s)" + (f": {per_rule}" if per_rule else ""), file=out)
     if counts["duplicates"]:
         print(f"({counts['duplicates']} duplicate span(s) counted once)", file=out)
+    for rule, t in sorted(traces.items()):
+        line = f"({rule}: {t['evaluations']} trace(s)"
+        if t["incomplete"]:
+            line += f", {t['incomplete']} incomplete when evaluated"
+        if t["superseded"]:
+            line += (
+                f"; {t['superseded']} superseded revision(s) not counted, only the latest per trace"
+            )
+        print(line + ")", file=out)
     print(file=out)
     rows = []
     for s in stats.sorted():

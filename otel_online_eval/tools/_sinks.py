@@ -55,7 +55,7 @@ class CountingSink:
         on_result: called (on the engine's thread) with each evaluation's result.
         rule_attrs: per rule name, attributes to set on its eval spans (they override the
             engine's).
-        target_attrs: attributes for the eval span of one target (the scored span).
+        target_attrs: attributes for the eval span of one rule's target (the scored span).
     """
 
     def __init__(
@@ -63,7 +63,7 @@ class CountingSink:
         inner: EvalSink,
         on_result: Callable[[EvalResult, int], None],
         rule_attrs: Mapping[str, Mapping[str, AttributeValue]],
-        target_attrs: Callable[[Target], Mapping[str, AttributeValue]] | None = None,
+        target_attrs: Callable[[str, Target], Mapping[str, AttributeValue]] | None = None,
     ) -> None:
         self.inner = inner
         self.on_result = on_result
@@ -89,7 +89,7 @@ class CountingSink:
         attrs = dict(rule_attrs or {})
         attrs.update(self.rule_attrs.get(rule, {}))
         if self.target_attrs is not None:
-            attrs.update(self.target_attrs(target))
+            attrs.update(self.target_attrs(rule, target))
         result = self.inner.emit(target, rule, runs, sampled_out, start_ns, end_ns, attrs)
         try:
             self.on_result(result, end_ns)

@@ -3,6 +3,10 @@
 For each span: does the rule pick it, and if not, the first reason (selection, sampling, the
 filter's false sub-expression); for the spans it picks, the scores its scorers give, run through
 the real engine (timeouts apply). Nothing is exported.
+
+A trace rule (``scope: trace``) is tried on each trace of the input instead, assembled and
+decided as the engine does at the end of a file (see :mod:`otel_online_eval.tools._traces`):
+one row per trace, with its anchor span, span count and completeness.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import concurrent.futures
 import json
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_online_eval.assembly import AssemblyBounds
 from otel_online_eval.emit import EvalResult, Target
 from otel_online_eval.engine import Engine, EvalFuture
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.rules import Decision, Rule, ScorerUse, Stage
+from otel_online_eval.scorers.base import EvalInput
+from otel_online_eval.spanview import SpanView
 from otel_online_eval.tools._common import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -32,10 +40,19 @@ from otel_online_eval.tools._common import (
     rule_summary,
     scorer_is_sampled_out,
 )
-from otel_online_eval.tools._input import FileSpan
+from otel_online_eval.tools._input import FileSpan, SpanReader
 from otel_online_eval.tools._sinks import NullSink
 from otel_online_eval.tools._stats import StatsTable
 from otel_online_eval.tools._text import fmt_num, fmt_pct, one_line, render_table, terminal_width
+from otel_online_eval.tools._traces import (
+    FileTrace,
+    TraceCollector,
+    TraceDecision,
+    decide_trace,
+    is_trace_rule,
+    trace_input,
+    trace_state,
+)
 
 __all__ = ["add_test_command", "run_test"]
 
@@ -46,17 +63,18 @@ _RESULT_WORDS = {
     "selection": "not selected",
     "sampling": "sampled out",
     "filter": "filter false",
+    "incomplete": "skipped (incomplete)",
 }
 
 
 @dataclass
 class _Row:
-    name: str
+    name: str | None  # None: a trace without an anchor span
     trace_id: str
-    span_id: str
+    span_id: str | None
     parent_span_id: str | None
     where: str
-    decision: Decision
+    decision: Decision | TraceDecision
     planned: list[str] = field(default_factory=list)
     sampled_out: list[str] = field(default_factory=list)
     no_llm: list[str] = field(default_factory=list)
@@ -65,11 +83,16 @@ class _Row:
     deadline_s: float = 0.0
     stuck: str | None = None
     no_content: str | None = None  # the GenAI marker of a span without prompt or answer
+    trace: FileTrace | None = None  # a trace rule's row: the trace
+
+    @property
+    def stage(self) -> str | None:
+        stage = self.decision.stage
+        return stage.value if isinstance(stage, Stage) else stage
 
     @property
     def outcome(self) -> str:
-        stage = self.decision.stage.value if self.decision.stage is not None else None
-        return _RESULT_WORDS[stage]
+        return _RESULT_WORDS[self.stage]
 
     def detail(self) -> str:
         d = self.decision
@@ -110,11 +133,18 @@ class _Row:
             "where": self.where,
             "selected": d.matched,
             "outcome": self.outcome,
-            "stage": d.stage.value if d.stage is not None else None,
+            "stage": self.stage,
             "reason": d.reason,
             "detail": d.detail,
             "no_content": self.no_content,
         }
+        if self.trace is not None:
+            view = self.trace.view
+            out["trace"] = {
+                "span_count": self.trace.span_count,
+                "complete": view.complete,
+                "reason": view.reason,
+            }
         if d.matched:
             r = self.result
             out["scores"] = {
@@ -154,7 +184,7 @@ def add_test_command(sub: Any) -> None:
         help="decide as if the rule and its scorers sampled at 100%%",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--limit", type=int, default=0, help="look at the first N spans only")
+    p.add_argument("--limit", type=int, default=0, help="look at the first N spans (traces) only")
     p.add_argument(
         "--keep-going", action="store_true", help="report bad lines and go on with the rest"
     )
@@ -176,21 +206,28 @@ def run_test(args: argparse.Namespace) -> int:
     rows: list[_Row] = []
     evals_ignored = 0
     inflight: deque[_Row] = deque()
+
+    def start(row: _Row, view: SpanView, inp: EvalInput) -> None:
+        _start(engine, rule, view, inp, row)
+        if row.future is not None:
+            inflight.append(row)
+        while len(inflight) >= _WINDOW:
+            _finish(inflight.popleft())
+
     try:
-        for fs in reader:
-            if fs.is_eval:
-                evals_ignored += 1
-                continue
-            if args.limit and len(rows) >= args.limit:
-                break
-            row = _decide(rule, fs, args.ignore_sampling, args.no_llm)
-            rows.append(row)
-            if row.decision.matched:
-                _start(engine, rule, fs, row)
-                if row.future is not None:
-                    inflight.append(row)
-                while len(inflight) >= _WINDOW:
-                    _finish(inflight.popleft())
+        if is_trace_rule(rule):
+            evals_ignored = _test_traces(rule, cfg.engine.assembly, reader, rows, start, args)
+        else:
+            for fs in reader:
+                if fs.is_eval:
+                    evals_ignored += 1
+                    continue
+                if args.limit and len(rows) >= args.limit:
+                    break
+                row = _decide(rule, fs, args.ignore_sampling, args.no_llm)
+                rows.append(row)
+                if row.decision.matched:
+                    start(row, fs.view, eval_input(fs.view, rule.name))
         while inflight:
             _finish(inflight.popleft())
     finally:
@@ -211,22 +248,28 @@ def run_test(args: argparse.Namespace) -> int:
         for name in row.sampled_out:
             stats.get(rule.name, name).sampled_out += 1
     outcomes = Counter(row.outcome for row in rows)
-    summary = {
-        "spans": len(rows),
-        "scored": outcomes["scored"],
-        "not_selected": outcomes["not selected"],
-        "sampled_out": outcomes["sampled out"],
-        "filter_false": outcomes["filter false"],
-        "no_content": sum(1 for row in rows if row.no_content is not None),
-        "eval_spans_ignored": evals_ignored,
-        "bad_input_skipped": printer.count,
-    }
+    traced = is_trace_rule(rule)
+    summary: dict[str, int] = {}
+    if traced:  # rows are traces
+        summary["traces"] = len(rows)
+        summary["incomplete"] = sum(1 for r in rows if r.trace and not r.trace.view.complete)
+    summary["spans"] = sum(r.trace.span_count for r in rows if r.trace) if traced else len(rows)
+    summary["scored"] = outcomes["scored"]
+    summary["not_selected"] = outcomes["not selected"]
+    summary["sampled_out"] = outcomes["sampled out"]
+    summary["filter_false"] = outcomes["filter false"]
+    if traced:
+        summary["skipped_incomplete"] = outcomes["skipped (incomplete)"]
+    summary["no_content"] = sum(1 for row in rows if row.no_content is not None)
+    summary["eval_spans_ignored"] = evals_ignored
+    summary["bad_input_skipped"] = printer.count
     if args.json:
         doc = {
             "rule": rule.name,
+            "scope": rule.scope,
             "ignore_sampling": args.ignore_sampling,
             "no_llm": args.no_llm,
-            "spans": [row.to_json() for row in rows],
+            "traces" if traced else "spans": [row.to_json() for row in rows],
             "summary": summary,
             "scorers": [s.to_json() for s in stats],
         }
@@ -254,27 +297,67 @@ def _decide(rule: Rule, fs: FileSpan, ignore_sampling: bool, no_llm: bool) -> _R
     if decision.matched or decision.stage is Stage.FILTER:
         row.no_content = no_content(view)
     if decision.matched:
-        for use in rule.scorers:
-            if use.sampling == 0 or (
-                not ignore_sampling and scorer_is_sampled_out(rule, use, view)
-            ):
-                row.sampled_out.append(use.name)
-            elif no_llm and is_llm(use.spec):
-                row.no_llm.append(use.name)
-            else:
-                row.planned.append(use.name)
+        _plan(row, rule, view, ignore_sampling, no_llm)
     return row
 
 
-def _start(engine: Engine, rule: Rule, fs: FileSpan, row: _Row) -> None:
+def _plan(row: _Row, rule: Rule, view: SpanView, ignore_sampling: bool, no_llm: bool) -> None:
+    """Which scorers run: their own sampling (by trace id), ``--no-llm``."""
+    for use in rule.scorers:
+        if use.sampling == 0 or (not ignore_sampling and scorer_is_sampled_out(rule, use, view)):
+            row.sampled_out.append(use.name)
+        elif no_llm and is_llm(use.spec):
+            row.no_llm.append(use.name)
+        else:
+            row.planned.append(use.name)
+
+
+def _test_traces(
+    rule: Rule,
+    bounds: AssemblyBounds,
+    reader: SpanReader,
+    rows: list[_Row],
+    start: Callable[[_Row, SpanView, EvalInput], None],
+    args: argparse.Namespace,
+) -> int:
+    """A trace rule: read everything, then one row per trace (the file is complete: each
+    trace is decided as the engine decides it at the end of the input)."""
+    collector = TraceCollector([rule], bounds)
+    evals_ignored = 0
+    for fs in reader:
+        if fs.is_eval:
+            evals_ignored += 1
+        else:
+            collector.add(fs)
+    for ft in collector.traces(rule):
+        if args.limit and len(rows) >= args.limit:
+            break
+        decision = decide_trace(rule, ft.view, ignore_sampling=args.ignore_sampling)
+        anchor = decision.anchor
+        row = _Row(
+            anchor.name if anchor is not None else None,
+            f"{ft.trace_id:032x}",
+            anchor.span_id_hex if anchor is not None else None,
+            anchor.parent_span_id_hex if anchor is not None else None,
+            str(ft.where),
+            decision,
+            trace=ft,
+        )
+        rows.append(row)
+        if decision.matched and anchor is not None:
+            _plan(row, rule, anchor, args.ignore_sampling, args.no_llm)
+            start(row, anchor, trace_input(rule, ft.view, anchor))
+    return evals_ignored
+
+
+def _start(engine: Engine, rule: Rule, view: SpanView, inp: EvalInput, row: _Row) -> None:
     uses = [ScorerUse(u.spec) for u in rule.scorers if u.name in row.planned]
     if not uses:
         return
-    view = fs.view
     target = Target(view.trace_id, view.span_id, None, view.sdk_resource(), view.name)
     # The engine enforces each scorer's timeout; this bound only guards against a lost task.
     row.deadline_s = max(u.spec.timeout_s for u in uses) + _MARGIN_S
-    row.future = engine.evaluate(rule.name, eval_input(view, rule.name), uses, target)
+    row.future = engine.evaluate(rule.name, inp, uses, target)
 
 
 def _finish(row: _Row) -> None:
@@ -306,28 +389,53 @@ def _print_text(
     if flags:
         print("  " + "; ".join(flags), file=out)
     print(file=out)
-    table = [[row.name, row.span_id, row.trace_id, row.outcome, row.detail()] for row in rows]
+    traces = is_trace_rule(rule)
+    if traces:
+        headers = ["SPAN", "SPAN ID", "TRACE ID", "SPANS", "TRACE", "RESULT", "DETAIL"]
+        table = [
+            [
+                row.name or "-",
+                row.span_id or "-",
+                row.trace_id,
+                str(row.trace.span_count),
+                trace_state(row.trace.view),
+                row.outcome,
+                row.detail(),
+            ]
+            for row in rows
+            if row.trace is not None
+        ]
+    else:
+        headers = ["SPAN", "SPAN ID", "TRACE ID", "RESULT", "DETAIL"]
+        table = [
+            [row.name or "-", row.span_id or "-", row.trace_id, row.outcome, row.detail()]
+            for row in rows
+        ]
     if table:
         print(
             render_table(
-                ["SPAN", "SPAN ID", "TRACE ID", "RESULT", "DETAIL"],
-                table,
-                max_width=terminal_width(out),
+                headers, table, right=(3,) if traces else (), max_width=terminal_width(out)
             ),
             file=out,
         )
     else:
-        print("(no spans in the input)", file=out)
+        print(f"(no {'traces' if traces else 'spans'} in the input)", file=out)
     print(file=out)
     parts = [f"{summary['scored']} scored"]
     for key, words in (
-        ("not_selected", "not selected"),
+        ("not_selected", "without an anchor span" if traces else "not selected"),
         ("sampled_out", "sampled out"),
         ("filter_false", "filtered out"),
+        ("skipped_incomplete", "skipped as incomplete (on_incomplete: skip)"),
     ):
-        if summary[key]:
+        if summary.get(key):
             parts.append(f"{summary[key]} {words}")
-    line = f"{summary['spans']} span(s): " + ", ".join(parts)
+    if traces:
+        line = f"{summary['traces']} trace(s) ({summary['spans']} span(s)): " + ", ".join(parts)
+        if summary["incomplete"]:
+            line += f"; {summary['incomplete']} incomplete at the end of the input"
+    else:
+        line = f"{summary['spans']} span(s): " + ", ".join(parts)
     if summary["eval_spans_ignored"]:
         line += f" ({summary['eval_spans_ignored']} eval span(s) in the input not considered)"
     print(line, file=out)

@@ -1,0 +1,256 @@
+"""Trace rules in the tools: a file's traces, assembled as the engine assembles them, and a trace
+rule's decision for one of them, in the engine's order.
+
+A file is complete: no span of it comes later. Its spans are assembled per trace by the same
+:class:`~otel_online_eval.assembly.TraceAssembler` the engine uses (each trace rule's
+``completion``; the tools' own clock stands still, so no timer hands a trace on early), and
+every trace is handed on at the end of the input, as :meth:`Engine.end_of_input
+<otel_online_eval.engine.Engine.end_of_input>` does: reason ``complete`` (or ``end_on``) when
+its structure says so, else ``end_of_input``. Traces are kept whole (``engine.assembly``'s
+``max_traces`` and ``max_bytes`` bound what a live process buffers, not a file);
+``max_spans_per_trace`` applies.
+
+:func:`decide_trace` is the engine's decision for a trace rule (``Engine._buffer`` samples by
+trace id, ``Engine._evaluate_trace`` skips incomplete traces with ``on_incomplete: skip``, finds
+the anchor with :func:`~otel_online_eval.engine._engine.trace_anchor` and runs the filter on the
+:class:`~otel_online_eval.traceview.TraceAnchor`), with the reason in words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from otel_online_eval.assembly import AssemblyBounds, Completion, TraceAssembler, TraceUnit
+from otel_online_eval.engine._engine import _trace_model, trace_anchor
+from otel_online_eval.otlp import ProtoSpanView
+from otel_online_eval.rules import Rule
+from otel_online_eval.scorers.base import EvalInput
+from otel_online_eval.spanview import SpanView
+from otel_online_eval.tools._input import FileSpan, Where
+from otel_online_eval.traceview import TraceAnchor, TraceView
+
+__all__ = [
+    "FileTrace",
+    "TraceCollector",
+    "TraceDecision",
+    "anchor_words",
+    "decide_trace",
+    "file_bounds",
+    "is_trace_rule",
+    "trace_input",
+    "trace_state",
+]
+
+_UNBOUNDED = 1 << 40
+
+
+def is_trace_rule(rule: Rule) -> bool:
+    """A rule that scores whole traces (``scope: trace``)."""
+    return rule.scope == "trace"
+
+
+def file_bounds(bounds: AssemblyBounds) -> AssemblyBounds:
+    """``engine.assembly`` as the tools apply it to a file: every trace whole (its spans are in
+    memory already), at most ``max_spans_per_trace`` spans each."""
+    return dataclasses.replace(bounds, max_traces=_UNBOUNDED, max_bytes=_UNBOUNDED)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDecision:
+    """A trace rule's verdict on one trace.
+
+    Attributes:
+        rule: the rule's name.
+        matched: True when the trace is to be evaluated.
+        stage: the step that turned it away, in the engine's order: ``sampling`` (by trace
+            id), ``incomplete`` (``on_incomplete: skip``), ``selection`` (no span for the
+            anchor), ``filter``; None when matched.
+        reason: the reason in words.
+        detail: for the filter step, the sub-expression that was false.
+        anchor: the span the evaluation is (or would be) attached to, None when ``apply_to``
+            selects no span of the trace.
+    """
+
+    rule: str
+    matched: bool
+    stage: str | None = None
+    reason: str = "matched"
+    detail: str | None = None
+    anchor: SpanView | None = None
+
+
+def anchor_words(rule: Rule) -> str:
+    """Which span anchors the rule's evaluation of a trace, in words."""
+    if rule.apply_to.everything:
+        return "the trace's root"
+    return "the first span that is " + _wanted(rule)
+
+
+def _wanted(rule: Rule) -> str:
+    sel = rule.apply_to
+    wanted = []
+    if sel.root_spans:
+        wanted.append("a root span")
+    if sel.local_root_spans:
+        wanted.append("a local root span")
+    if sel.span_names:
+        wanted.append(f"named one of {sorted(sel.span_names)}")
+    return " or ".join(wanted)
+
+
+def trace_state(trace: TraceView) -> str:
+    """``complete``, ``end_on``, or ``incomplete (reason)``."""
+    return trace.reason if trace.complete else f"incomplete ({trace.reason})"
+
+
+def decide_trace(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TraceDecision:
+    """The engine's decision for ``rule`` on ``trace``: sampling by trace id, then
+    ``on_incomplete: skip``, then the anchor, then the filter on the anchor with its trace.
+
+    Args:
+        rule: a trace rule.
+        trace: the trace, with its completeness and reason.
+        ignore_sampling: decide as if the rule's rate were 1.
+    """
+    anchor = trace_anchor(rule, trace)
+    if not ignore_sampling and rule.hash(trace.trace_id) >= rule.bound:
+        return TraceDecision(
+            rule.name, False, "sampling", f"trace sampled out at rate {rule.rate:g}", None, anchor
+        )
+    if not trace.complete and rule.on_incomplete == "skip":
+        return TraceDecision(
+            rule.name,
+            False,
+            "incomplete",
+            f"the trace is incomplete ({trace.reason}) and on_incomplete is skip",
+            None,
+            anchor,
+        )
+    if anchor is None:
+        return TraceDecision(
+            rule.name,
+            False,
+            "selection",
+            f"no anchor: none of its {trace.span_count} span(s) is {_wanted(rule)}",
+        )
+    checked = rule.check_filter(TraceAnchor(anchor, trace))
+    if not checked.matched:
+        return TraceDecision(rule.name, False, "filter", checked.reason, checked.detail, anchor)
+    return TraceDecision(rule.name, True, anchor=anchor)
+
+
+def trace_input(rule: Rule, trace: TraceView, anchor: SpanView) -> EvalInput:
+    """What the engine gives a trace rule's scorers for ``trace``."""
+    return EvalInput(trace.input, trace.output, anchor, rule.name, _trace_model(trace), trace=trace)
+
+
+@dataclass(slots=True)
+class FileTrace:
+    """One trace of the input, as one completion setting assembled it.
+
+    Attributes:
+        unit: what assembly handed on (its spans, reason, spans over the limit).
+        view: the trace as scorers and filters read it.
+        order: where its first span was in the input (0, 1, ...).
+        where: the line or message of its first span.
+        spans_read: every span read for it, duplicates included (what the engine is fed).
+    """
+
+    unit: TraceUnit[ProtoSpanView]
+    view: TraceView
+    order: int
+    where: Where
+    spans_read: list[ProtoSpanView]
+
+    @property
+    def trace_id(self) -> int:
+        return self.unit.trace_id
+
+    @property
+    def span_count(self) -> int:
+        """Spans of the trace, those over ``max_spans_per_trace`` included (as eval spans
+        count them)."""
+        return len(self.unit.spans) + self.unit.dropped_spans
+
+    @property
+    def end_ns(self) -> int:
+        """When its last span ended."""
+        return max(s.end_time_ns for s in self.unit.spans)
+
+
+class TraceCollector:
+    """The input's spans by trace, for the trace rules given.
+
+    Args:
+        rules: the rules (the trace rules among them are assembled for).
+        bounds: ``engine.assembly`` (see :func:`file_bounds`).
+        only: keep only this trace (``explain --trace-id``), None for every trace.
+    """
+
+    def __init__(
+        self, rules: Iterable[Rule], bounds: AssemblyBounds, only: int | None = None
+    ) -> None:
+        self._bounds = file_bounds(bounds)
+        self._only = only
+        # One assembler per completion setting: rules that share one see the same traces.
+        self._assemblers: dict[Completion, TraceAssembler[ProtoSpanView]] = {}
+        for rule in rules:
+            if is_trace_rule(rule):
+                completion = rule.completion or Completion()
+                if completion not in self._assemblers:
+                    self._assemblers[completion] = TraceAssembler(completion, self._bounds)
+        self._first: dict[int, tuple[int, Where]] = {}
+        self._read: dict[int, list[ProtoSpanView]] = {}
+        self._added = 0
+        self._done: dict[Completion, dict[int, FileTrace]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._assemblers)
+
+    def add(self, fs: FileSpan, order: int | None = None) -> None:
+        """One span of the input (eval spans are not part of any trace here); ``order``: its
+        place in the input (the count of spans added when None)."""
+        if not self._assemblers or fs.is_eval:
+            return
+        view = fs.view
+        tid = view.trace_id
+        if self._only is not None and tid != self._only:
+            return
+        if self._done is not None:
+            raise RuntimeError("the traces were handed on already")
+        self._added += 1
+        read = self._read.get(tid)
+        if read is None:
+            self._first[tid] = (self._added - 1 if order is None else order, fs.where)
+            read = self._read[tid] = []
+        read.append(view)
+        for assembler in self._assemblers.values():
+            assembler.add(view, 1, 0.0)  # a clock that stands still: nothing is due early
+
+    def _end(self) -> dict[Completion, dict[int, FileTrace]]:
+        if self._done is None:
+            self._done = {}
+            for completion, assembler in self._assemblers.items():
+                traces: dict[int, FileTrace] = {}
+                for unit in assembler.drain(end_of_input=True):
+                    order, where = self._first[unit.trace_id]
+                    traces[unit.trace_id] = FileTrace(
+                        unit,
+                        TraceView(unit.spans, unit.complete, unit.reason),
+                        order,
+                        where,
+                        self._read[unit.trace_id],
+                    )
+                self._done[completion] = traces
+        return self._done
+
+    def traces(self, rule: Rule) -> Sequence[FileTrace]:
+        """The input's traces as ``rule`` sees them, in the order of their first spans."""
+        found = self._end().get(rule.completion or Completion(), {})
+        return sorted(found.values(), key=lambda t: t.order)
+
+    def trace(self, rule: Rule, trace_id: int) -> FileTrace | None:
+        """One trace as ``rule`` sees it."""
+        return self._end().get(rule.completion or Completion(), {}).get(trace_id)
