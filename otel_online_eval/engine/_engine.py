@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import hashlib
 import inspect
 import logging
 import os
@@ -25,19 +24,19 @@ from otel_online_eval.assembly import REASONS, SESSION_REASONS, Turn
 from otel_online_eval.emit import EvalResult, EvalSink, ExportCounts, ScorerRun, Target
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCounts
+from otel_online_eval.engine._deciding import decide_trace, session_hash, session_key, trace_input
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
 from otel_online_eval.engine._traces import Due, SessionDue, TraceRules, TraceUnit
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.metrics import register_metrics
-from otel_online_eval.rules import Rule, ScorerUse, parent_state
-from otel_online_eval.sampling import sample_hash
+from otel_online_eval.rules import Rule, ScorerUse
 from otel_online_eval.scorers.base import (
     EvalInput,
 )
 from otel_online_eval.sessionview import SessionView
 from otel_online_eval.spanview import SpanView
-from otel_online_eval.traceview import TraceAnchor, TraceView
+from otel_online_eval.traceview import TraceView
 
 __all__ = ["Engine", "EvalFuture"]
 
@@ -140,6 +139,7 @@ class Engine:
         self._loop = asyncio.new_event_loop()
         self._runner.start(self._loop)
         self._traces.start(self._loop)
+        self._arm_pending = False
         # Everything the loop runs (callbacks scheduled from the app's threads included, which
         # would otherwise carry the app's context and its current span) runs in this context:
         # no current span, and instrumentation suppressed, so scorers and judges never trace
@@ -593,6 +593,12 @@ class Engine:
                 self._traces.add(rule, view, size)
             except Exception as exc:  # a bug: the span is lost to this rule, counted
                 self._rule_lost(rule, "error", exc)
+        if not self._arm_pending:  # the timer is looked at once per batch of spans
+            self._arm_pending = True
+            self._loop.call_soon(self._arm)
+
+    def _arm(self) -> None:
+        self._arm_pending = False
         self._traces.arm()
 
     def _release_traces(self, due: list[Due]) -> None:
@@ -614,10 +620,9 @@ class Engine:
             if session_hash(key, rule.salt) >= rule.bound:
                 turns["sampled_out"].add()
                 return
-            anchor = trace_anchor(rule, trace)
-            if anchor is None or (
-                rule.filter is not None and not rule.filter(TraceAnchor(anchor, trace))
-            ):
+            decision = decide_trace(rule, trace, ignore_sampling=True)
+            anchor = decision.anchor
+            if not decision.matched or anchor is None:
                 turns["filtered_out"].add()
                 return
             turn = Turn(
@@ -695,15 +700,13 @@ class Engine:
                 return
             start = time.time_ns()
             trace = TraceView(unit.spans, unit.complete, unit.reason)
-            anchor = trace_anchor(rule, trace)
-            if anchor is None or (
-                rule.filter is not None and not rule.filter(TraceAnchor(anchor, trace))
-            ):
+            # Sampled already, by trace id, when its first span came; skip is decided above.
+            decision = decide_trace(rule, trace, ignore_sampling=True)
+            anchor = decision.anchor
+            if not decision.matched or anchor is None:
                 counts.filtered_out.add()
                 return
-            inp = EvalInput(
-                trace.input, trace.output, anchor, rule.name, _trace_model(trace), trace=trace
-            )
+            inp = trace_input(rule, trace, anchor)
             runs, sampled_out = await self._runner.run_all(
                 rule.name, rule.scorers, inp, rule, rule.hash(unit.trace_id)
             )
@@ -1001,59 +1004,9 @@ MAX_TURN_LINKS = 32
 """A session's eval span links to its last turn's anchor and to at most this many earlier
 turns' (the latest ones); how many were left out is on the span."""
 
-_DEFAULT_SESSION_KEYS = ("gen_ai.conversation.id", "session.id")
-
-
-def session_key(rule: Rule, trace: TraceView) -> str | None:
-    """The trace's session key: ``session.key`` (or the default attributes, on a span or its
-    resource) read from the root first, then from each span in start order."""
-    root = trace.root
-    for span in (root, *(s for s in trace.spans if s is not root)):
-        if rule.session_key is not None:
-            value = rule.session_key(span)
-        else:
-            value = next(
-                (
-                    v
-                    for key in _DEFAULT_SESSION_KEYS
-                    for v in (span.attributes.get(key), span.resource.get(key))
-                    if v is not None and v != ""
-                ),
-                None,
-            )
-        if value is not None and value != "":
-            return str(value)
-    return None
-
-
-def session_hash(key: str, salt: int) -> int:
-    """The sampling hash of a session key: the trace sampling hash of its digest, so rates
-    nest as they do for traces."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return sample_hash(int.from_bytes(digest, "big"), salt)
-
 
 def _context(trace_id: int, span_id: int) -> SpanContext:
     return SpanContext(trace_id, span_id, False, TraceFlags(TraceFlags.SAMPLED))
-
-
-def trace_anchor(rule: Rule, trace: TraceView) -> SpanView | None:
-    """The span a trace rule's evaluation is attached to: the first (by start) that its
-    ``apply_to`` selects, the trace's root when it sets none; None when no span is selected."""
-    if rule.apply_to.everything:
-        return trace.root
-    selects = rule.apply_to.selects
-    for span in trace.spans:
-        if selects(span.name, parent_state(span)):
-            return span
-    return None
-
-
-def _trace_model(trace: TraceView) -> str | None:
-    for call in reversed(trace.llm_calls):
-        if call.model:
-            return call.model
-    return trace.root.genai.model
 
 
 def _eval_input(view: SpanView, rule: str) -> EvalInput:

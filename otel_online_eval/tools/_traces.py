@@ -23,13 +23,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from otel_online_eval.assembly import AssemblyBounds, Completion, TraceAssembler, TraceUnit
-from otel_online_eval.engine._engine import _trace_model, trace_anchor
+from otel_online_eval.engine._deciding import (
+    TraceDecision,
+    anchor_words,
+    decide_trace,
+    trace_input,
+)
 from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule
-from otel_online_eval.scorers.base import EvalInput
-from otel_online_eval.spanview import SpanView
 from otel_online_eval.tools._input import FileSpan, Where
-from otel_online_eval.traceview import TraceAnchor, TraceView
+from otel_online_eval.traceview import TraceView
 
 __all__ = [
     "FileTrace",
@@ -57,93 +60,9 @@ def file_bounds(bounds: AssemblyBounds) -> AssemblyBounds:
     return dataclasses.replace(bounds, max_traces=_UNBOUNDED, max_bytes=_UNBOUNDED)
 
 
-@dataclass(frozen=True, slots=True)
-class TraceDecision:
-    """A trace rule's verdict on one trace.
-
-    Attributes:
-        rule: the rule's name.
-        matched: True when the trace is to be evaluated.
-        stage: the step that turned it away, in the engine's order: ``sampling`` (by trace
-            id), ``incomplete`` (``on_incomplete: skip``), ``selection`` (no span for the
-            anchor), ``filter``; None when matched.
-        reason: the reason in words.
-        detail: for the filter step, the sub-expression that was false.
-        anchor: the span the evaluation is (or would be) attached to, None when ``apply_to``
-            selects no span of the trace.
-    """
-
-    rule: str
-    matched: bool
-    stage: str | None = None
-    reason: str = "matched"
-    detail: str | None = None
-    anchor: SpanView | None = None
-
-
-def anchor_words(rule: Rule) -> str:
-    """Which span anchors the rule's evaluation of a trace, in words."""
-    if rule.apply_to.everything:
-        return "the trace's root"
-    return "the first span that is " + _wanted(rule)
-
-
-def _wanted(rule: Rule) -> str:
-    sel = rule.apply_to
-    wanted = []
-    if sel.root_spans:
-        wanted.append("a root span")
-    if sel.local_root_spans:
-        wanted.append("a local root span")
-    if sel.span_names:
-        wanted.append(f"named one of {sorted(sel.span_names)}")
-    return " or ".join(wanted)
-
-
 def trace_state(trace: TraceView) -> str:
     """``complete``, ``end_on``, or ``incomplete (reason)``."""
     return trace.reason if trace.complete else f"incomplete ({trace.reason})"
-
-
-def decide_trace(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TraceDecision:
-    """The engine's decision for ``rule`` on ``trace``: sampling by trace id, then
-    ``on_incomplete: skip``, then the anchor, then the filter on the anchor with its trace.
-
-    Args:
-        rule: a trace rule.
-        trace: the trace, with its completeness and reason.
-        ignore_sampling: decide as if the rule's rate were 1.
-    """
-    anchor = trace_anchor(rule, trace)
-    if not ignore_sampling and rule.hash(trace.trace_id) >= rule.bound:
-        return TraceDecision(
-            rule.name, False, "sampling", f"trace sampled out at rate {rule.rate:g}", None, anchor
-        )
-    if not trace.complete and rule.on_incomplete == "skip":
-        return TraceDecision(
-            rule.name,
-            False,
-            "incomplete",
-            f"the trace is incomplete ({trace.reason}) and on_incomplete is skip",
-            None,
-            anchor,
-        )
-    if anchor is None:
-        return TraceDecision(
-            rule.name,
-            False,
-            "selection",
-            f"no anchor: none of its {trace.span_count} span(s) is {_wanted(rule)}",
-        )
-    checked = rule.check_filter(TraceAnchor(anchor, trace))
-    if not checked.matched:
-        return TraceDecision(rule.name, False, "filter", checked.reason, checked.detail, anchor)
-    return TraceDecision(rule.name, True, anchor=anchor)
-
-
-def trace_input(rule: Rule, trace: TraceView, anchor: SpanView) -> EvalInput:
-    """What the engine gives a trace rule's scorers for ``trace``."""
-    return EvalInput(trace.input, trace.output, anchor, rule.name, _trace_model(trace), trace=trace)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,160 @@
+"""A trace or session rule's decisions, in one place for the engine and the tools: which
+span anchors a trace's evaluation, whether the trace is evaluated (and why not, in words), what
+the scorers get, and a conversation's key and sampling hash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from otel_online_eval.rules import Rule, parent_state
+from otel_online_eval.sampling import sample_hash
+from otel_online_eval.scorers.base import EvalInput
+from otel_online_eval.spanview import SpanView
+from otel_online_eval.traceview import TraceAnchor, TraceView
+
+__all__ = [
+    "TraceDecision",
+    "anchor_words",
+    "decide_trace",
+    "session_hash",
+    "session_key",
+    "trace_anchor",
+    "trace_input",
+    "trace_model",
+]
+
+
+def trace_anchor(rule: Rule, trace: TraceView) -> SpanView | None:
+    """The span a trace rule's evaluation is attached to: the first (by start) that its
+    ``apply_to`` selects, the trace's root when it sets none; None when no span is selected."""
+    if rule.apply_to.everything:
+        return trace.root
+    selects = rule.apply_to.selects
+    for span in trace.spans:
+        if selects(span.name, parent_state(span)):
+            return span
+    return None
+
+
+def trace_model(trace: TraceView) -> str | None:
+    for call in reversed(trace.llm_calls):
+        if call.model:
+            return call.model
+    return trace.root.genai.model
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDecision:
+    """A trace rule's verdict on one trace.
+
+    Attributes:
+        rule: the rule's name.
+        matched: True when the trace is to be evaluated.
+        stage: the step that turned it away, in the engine's order: ``sampling`` (by trace
+            id), ``incomplete`` (``on_incomplete: skip``), ``selection`` (no span for the
+            anchor), ``filter``; None when matched.
+        reason: the reason in words.
+        detail: for the filter step, the sub-expression that was false.
+        anchor: the span the evaluation is (or would be) attached to, None when ``apply_to``
+            selects no span of the trace.
+    """
+
+    rule: str
+    matched: bool
+    stage: str | None = None
+    reason: str = "matched"
+    detail: str | None = None
+    anchor: SpanView | None = None
+
+
+def anchor_words(rule: Rule) -> str:
+    """Which span anchors the rule's evaluation of a trace, in words."""
+    if rule.apply_to.everything:
+        return "the trace's root"
+    return "the first span that is " + _wanted(rule)
+
+
+def _wanted(rule: Rule) -> str:
+    sel = rule.apply_to
+    wanted = []
+    if sel.root_spans:
+        wanted.append("a root span")
+    if sel.local_root_spans:
+        wanted.append("a local root span")
+    if sel.span_names:
+        wanted.append(f"named one of {sorted(sel.span_names)}")
+    return " or ".join(wanted)
+
+
+def decide_trace(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TraceDecision:
+    """The engine's decision for ``rule`` on ``trace``: sampling by trace id, then
+    ``on_incomplete: skip``, then the anchor, then the filter on the anchor with its trace.
+
+    Args:
+        rule: a trace rule.
+        trace: the trace, with its completeness and reason.
+        ignore_sampling: decide as if the rule's rate were 1.
+    """
+    anchor = trace_anchor(rule, trace)
+    if not ignore_sampling and rule.hash(trace.trace_id) >= rule.bound:
+        return TraceDecision(
+            rule.name, False, "sampling", f"trace sampled out at rate {rule.rate:g}", None, anchor
+        )
+    if not trace.complete and rule.on_incomplete == "skip":
+        return TraceDecision(
+            rule.name,
+            False,
+            "incomplete",
+            f"the trace is incomplete ({trace.reason}) and on_incomplete is skip",
+            None,
+            anchor,
+        )
+    if anchor is None:
+        return TraceDecision(
+            rule.name,
+            False,
+            "selection",
+            f"no anchor: none of its {trace.span_count} span(s) is {_wanted(rule)}",
+        )
+    checked = rule.check_filter(TraceAnchor(anchor, trace))
+    if not checked.matched:
+        return TraceDecision(rule.name, False, "filter", checked.reason, checked.detail, anchor)
+    return TraceDecision(rule.name, True, anchor=anchor)
+
+
+def trace_input(rule: Rule, trace: TraceView, anchor: SpanView) -> EvalInput:
+    """What the engine gives a trace rule's scorers for ``trace``."""
+    return EvalInput(trace.input, trace.output, anchor, rule.name, trace_model(trace), trace=trace)
+
+
+_DEFAULT_SESSION_KEYS = ("gen_ai.conversation.id", "session.id")
+
+
+def session_key(rule: Rule, trace: TraceView) -> str | None:
+    """The trace's session key: ``session.key`` (or the default attributes, on a span or its
+    resource) read from the root first, then from each span in start order."""
+    root = trace.root
+    for span in (root, *(s for s in trace.spans if s is not root)):
+        if rule.session_key is not None:
+            value = rule.session_key(span)
+        else:
+            value = next(
+                (
+                    v
+                    for key in _DEFAULT_SESSION_KEYS
+                    for v in (span.attributes.get(key), span.resource.get(key))
+                    if v is not None and v != ""
+                ),
+                None,
+            )
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def session_hash(key: str, salt: int) -> int:
+    """The sampling hash of a session key: the trace sampling hash of its digest, so rates
+    nest as they do for traces."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return sample_hash(int.from_bytes(digest, "big"), salt)
