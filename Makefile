@@ -15,11 +15,12 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 # Everything the suite runs against: dev tools, the optional extras (tested for real), the
-# instrumentation libraries, the Node SDKs, and Chromium for the HTML report test.
+# instrumentation libraries and agent frameworks, the Node SDKs, and Chromium for the HTML report
+# test.
 $(FULL): $(CORE) pyproject.toml $(foreach p,$(NODE_PROJECTS),$(p)/package-lock.json)
 	# torch's CPU build first (a local wheel on this kind of machine), else pip takes a CUDA one.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
-	$(BIN)/python -m pip install -q -e '.[dev,fuzz,instrumentation-tests,autoevals,embeddings]'
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz,instrumentation-tests,agent-tests,autoevals,embeddings]'
 	# No 0.66b2 release, and 0.66b1 pins the 0.66b1 series (see pyproject.toml's dev extra).
 	$(BIN)/python -m pip install -q --no-deps 'opentelemetry-instrumentation-aiohttp-client==0.66b1'
 	for p in $(NODE_PROJECTS); do npm --prefix $$p ci --no-audit --no-fund --loglevel=error || exit 1; done
