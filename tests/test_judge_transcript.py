@@ -269,3 +269,18 @@ def test_a_long_transcript_keeps_its_start_and_its_end(server: FakeOpenAI) -> No
     assert shown.endswith(f"assistant: {last}")
     # Other values keep their start only, as before.
     assert fenced("output", last) in user
+
+
+def test_tool_results_in_a_message_of_another_role_are_rendered() -> None:
+    # pydantic-ai (GenAI data format 5) sends tool results back in a "user" message.
+    from otel_online_eval.genai._model import ToolCall, ToolResult
+    from otel_online_eval.scorers.judge._templates import render_messages
+
+    messages = (
+        Message("user", "Weather?"),
+        Message("assistant", tool_calls=(ToolCall("get_weather", {"city": "Paris"}, "c1"),)),
+        Message("user", tool_results=(ToolResult({"celsius": 20}, "c1"),)),
+    )
+    text = render_messages(messages)
+    assert text is not None
+    assert text.endswith('user (get_weather): {"celsius": 20}')

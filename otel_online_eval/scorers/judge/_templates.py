@@ -305,6 +305,8 @@ def render_messages(messages: Sequence[Message]) -> str | None:
     blocks = []
     for m in messages:
         lines = [m.text] if m.text else []
+        if not lines:  # tool results sent in a message of another role (pydantic-ai's user)
+            lines = [as_text(r.result) for r in m.tool_results if r.result is not None]
         for call in m.tool_calls:
             args = "" if call.arguments is None else " " + as_text(call.arguments)
             lines.append(f"[calls {call.name}{args}]")
