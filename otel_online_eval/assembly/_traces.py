@@ -61,6 +61,7 @@ class TraceUnit(Generic[S]):
         reason: ``complete``, ``end_on``, ``idle``, ``max_wait``, ``evicted`` or ``shutdown``.
         revision: 1 for the first evaluation, 2, 3, ... for re-evaluations after late spans.
         dropped_spans: spans of this trace not kept (over ``max_spans_per_trace``).
+        size: its spans' sizes, as they were given to ``add``.
     """
 
     trace_id: int
@@ -68,6 +69,7 @@ class TraceUnit(Generic[S]):
     reason: str
     revision: int = 1
     dropped_spans: int = 0
+    size: int = 0
 
     @property
     def complete(self) -> bool:
@@ -349,7 +351,9 @@ class TraceAssembler(Generic[S]):
         unit = (
             None
             if drop
-            else TraceUnit(tid, tuple(trace.spans), reason, trace.revision, trace.dropped)
+            else TraceUnit(
+                tid, tuple(trace.spans), reason, trace.revision, trace.dropped, trace.bytes
+            )
         )
         self._remember(trace, keep=reason != "evicted")  # evicted for room: let its spans go
         return unit

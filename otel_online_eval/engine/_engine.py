@@ -27,7 +27,13 @@ from otel_online_eval.engine._counts import DROP_REASONS, EngineStats, RuleCount
 from otel_online_eval.engine._deciding import decide_trace, session_hash, session_key, trace_input
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
-from otel_online_eval.engine._traces import Due, SessionDue, TraceRules, TraceUnit
+from otel_online_eval.engine._traces import (
+    Due,
+    SessionDue,
+    TraceRuleCounts,
+    TraceRules,
+    TraceUnit,
+)
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.metrics import register_metrics
 from otel_online_eval.rules import Rule, ScorerUse
@@ -128,6 +134,11 @@ class Engine:
         self._idle_ticks = 0
         self._lock = threading.Lock()
         self._inflight = 0
+        # Traces due for evaluation, waiting for a slot (max_concurrent_evals), and their bytes.
+        self._waiting: deque[tuple[Rule, TraceUnit]] = deque()
+        self._waiting_bytes = 0
+        self._units_released = 0
+        self._units_finished = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct: set[concurrent.futures.Future[Any]] = set()
         # Sync sampling callables run here; every sync scorer has threads of its own.
@@ -321,6 +332,11 @@ class Engine:
                 item.done.set()
             else:
                 self._drop_queued(*item, "shutdown")
+        while self._waiting:  # traces that never got a slot before the deadline
+            rule, unit = self._waiting.popleft()
+            self._waiting_bytes -= unit.size
+            self._units_finished += 1
+            self._traces.counts[rule.name].lost["shutdown"].add()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -355,6 +371,7 @@ class Engine:
     def _pump(self) -> None:
         queue = self._queue
         limit = self.config.max_concurrent_evals
+        self._pump_traces(limit)
         budget = _INLINE_BATCH
         while queue:
             head = queue[0]
@@ -365,7 +382,8 @@ class Engine:
                         self._traces.release_due()
                     else:
                         self._traces.drain(end_of_input=head.drain == "end_of_input")
-                self._start_task(self._flush_marker(head, set(self._tasks)))
+                self._pump_traces(limit)
+                self._start_task(self._flush_marker(head, set(self._tasks), self._units_released))
             elif head[1].inline:
                 if not budget:  # let timers and other callbacks run, then go on
                     self._loop.call_soon(self._pump)
@@ -388,16 +406,20 @@ class Engine:
             self._tasks.discard(t)
             if counts_inflight:
                 self._inflight -= 1
-                if self._queue:
+                if self._queue or self._waiting:
                     self._pump()
             if not t.cancelled() and t.exception() is not None:  # a bug: counted where it was
                 self._log_limited("engine_error", "Evaluation failed: %r", t.exception())
 
         task.add_done_callback(done)
 
-    async def _flush_marker(self, marker: _Marker, before: set[asyncio.Task[None]]) -> None:
+    async def _flush_marker(
+        self, marker: _Marker, before: set[asyncio.Task[None]], units: int
+    ) -> None:
         if before:
             await asyncio.wait(before)
+        while self._units_finished < units:  # traces due before the flush, still waiting
+            await asyncio.sleep(_TICK_S)
         marker.done.set()
 
     def _view_of(self, item: Item) -> SpanView | None:
@@ -602,11 +624,36 @@ class Engine:
         self._traces.arm()
 
     def _release_traces(self, due: list[Due]) -> None:
+        """Traces handed on by assembly: a session rule's become turns at once; a trace rule's
+        wait for a slot, within ``max_bytes`` (past it the oldest waiting is lost, counted)."""
+        waiting = self._waiting
+        limit = self.config.assembly.max_bytes
         for rule, unit in due:
             if rule.is_session:
                 self._add_turn(rule, unit)
-            else:
-                self._start_task(self._evaluate_trace(rule, unit))
+                continue
+            self._units_released += 1
+            waiting.append((rule, unit))
+            self._waiting_bytes += unit.size
+            while self._waiting_bytes > limit and len(waiting) > 1:
+                old_rule, old = waiting.popleft()
+                self._waiting_bytes -= old.size
+                self._units_finished += 1
+                self._traces.counts[old_rule.name].lost["overload"].add()
+                self._log_limited(
+                    "trace_overload",
+                    "Traces are due faster than they are evaluated; dropping the oldest "
+                    "waiting one (online_eval.assembly.lost{reason=overload}).",
+                )
+        self._pump_traces(self.config.max_concurrent_evals)
+
+    def _pump_traces(self, limit: int) -> None:
+        waiting = self._waiting
+        while waiting and self._inflight < limit:
+            rule, unit = waiting.popleft()
+            self._waiting_bytes -= unit.size
+            self._inflight += 1
+            self._start_task(self._evaluate_trace(rule, unit), counts_inflight=True)
 
     def _add_turn(self, rule: Rule, unit: TraceUnit) -> None:
         """A session rule's trace: its key, the session's sampling, the filter, then a turn."""
@@ -694,6 +741,14 @@ class Engine:
     async def _evaluate_trace(self, rule: Rule, unit: TraceUnit) -> None:
         counts = self._counts[rule.name]
         trace_counts = self._traces.counts[rule.name]
+        try:
+            await self._score_trace(rule, unit, counts, trace_counts)
+        finally:
+            self._units_finished += 1
+
+    async def _score_trace(
+        self, rule: Rule, unit: TraceUnit, counts: RuleCounts, trace_counts: TraceRuleCounts
+    ) -> None:
         try:
             if not unit.complete and rule.on_incomplete == "skip":
                 trace_counts.skipped_incomplete.add()

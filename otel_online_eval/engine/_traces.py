@@ -46,7 +46,7 @@ class TraceRuleCounts:
 
     def __init__(self) -> None:
         self.skipped_incomplete = Tally()
-        self.lost: dict[str, Tally] = {r: Tally() for r in ("error", "shutdown")}
+        self.lost: dict[str, Tally] = {r: Tally() for r in ("error", "shutdown", "overload")}
         # Session rules: what became of each assembled trace.
         self.turns: dict[str, Tally] = {
             o: Tally() for o in ("added", "no_key", "sampled_out", "filtered_out")
