@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from otel_online_eval.genai import Message
+from otel_online_eval.genai import Message, ToolCall
+from otel_online_eval.genai._model import as_text
 from otel_online_eval.spanview import EventView, LinkView, SpanView
 
 if TYPE_CHECKING:
@@ -92,6 +93,21 @@ def _error(span: SpanView) -> str | None:
     return "error"
 
 
+def _asked_for(call: ToolCall, asked: Sequence[ToolCall]) -> ToolCall | None:
+    """The model's call (with a JSON object as arguments) that ``call`` runs: the one with its
+    id; without an id, the first with its name whose arguments' one value is ``call``'s."""
+    candidates = [c for c in asked if c.name == call.name and isinstance(c.arguments, Mapping)]
+    if call.id is not None:
+        return next((c for c in candidates if c.id == call.id), None)
+    for candidate in candidates:
+        values = list(candidate.arguments.values())
+        if call.arguments is None or (
+            len(values) == 1 and as_text(values[0]) == as_text(call.arguments)
+        ):
+            return candidate
+    return None
+
+
 class TraceView:
     """A trace, as far as its spans reached this process.
 
@@ -158,19 +174,38 @@ class TraceView:
 
     @cached_property
     def tool_calls(self) -> tuple[ToolCallRecord, ...]:
-        """The tools run in the trace, in start order."""
+        """The tools run in the trace, in start order.
+
+        A tool span whose arguments are not a JSON object (an instrumentation that records a
+        one-key input as its bare value) gets the arguments of the model's call that asked for
+        it: among the tool calls of the model call before it, the one with its id, else the
+        next one with its name whose one value is the span's.
+        """
         out = []
+        model_spans = {id(c.span) for c in self.llm_calls}
+        asked: list[ToolCall] = []  # the last model call's tool calls not yet matched
         for span in self.spans:
             g = span.genai
+            if id(span) in model_spans:
+                asked = list(g.tool_calls)
+                continue
             if g.operation not in TOOL_OPERATIONS or not g.tool_calls:
                 continue
             call = g.tool_calls[0]
+            arguments = call.arguments
+            if not isinstance(arguments, Mapping):
+                found = _asked_for(call, asked)
+                if found is not None:
+                    asked.remove(found)
+                    arguments = found.arguments
             error = _error(span)
+            if error is None and g.extra.get("tool_error") is not None:
+                error = as_text(g.extra["tool_error"]) or "error"
             result = None
             if error is None:
                 results = [r for m in g.output_messages for r in m.tool_results]
                 result = results[0].result if results else g.output
-            out.append(ToolCallRecord(call.name, call.arguments, result, error, call.id, span))
+            out.append(ToolCallRecord(call.name, arguments, result, error, call.id, span))
         return tuple(out)
 
     @cached_property

@@ -43,38 +43,8 @@ CASES: dict[str, tuple[Any, dict[str, Any]]] = {
     "langgraph-stream": (run_langgraph_agent, {"stream": True}),
 }
 
-STREAMED_RESPONSE = (
-    "openai-agents streamed over chat completions: its LLM spans have no llm.output_messages.* and "
-    "no llm.token_count.*, and output.value is a JSON list of one Responses API object "
-    '([{"id": "__fake_id__", "object": "response", "output": [{"type": "message", "role": '
-    '"assistant", "content": [{"type": "output_text", "text": ...}]}], ...}], tool calls as '
-    '{"type": "function_call", "call_id", "name", "arguments"} output items); the openinference '
-    "preset reads that object alone, but in a list keeps it as raw JSON text (no output "
-    "messages, no tool calls)"
-)
-
-MISREADS: dict[tuple[str, str], str] = {
-    ("openai_agents-stream", "llm_outputs"): STREAMED_RESPONSE
-    + ": each call's output is that JSON, not the answer or the tool calls",
-    ("openai_agents-stream", "messages"): STREAMED_RESPONSE
-    + ": the transcript (the last call's input + output) ends at the last tool result",
-    ("openai_agents-stream", "output"): STREAMED_RESPONSE
-    + ": the root has no output.value, so the output is the last call's JSON",
-}
+MISREADS: dict[tuple[str, str], str] = {}
 for _case in ("langgraph", "langgraph-stream"):
-    MISREADS[(_case, "tool_arguments")] = (
-        "openinference-instrumentation-langchain collapses a one-key input to its value: "
-        "get_weather's TOOL span has input.value = 'Paris' (no mime type), not "
-        '{"city": "Paris"}, so its arguments are the string; the model\'s call '
-        "(llm.output_messages.*.tool_calls) has the dict, but TraceView does not match tool "
-        "spans to the model's calls"
-    )
-    MISREADS[(_case, "tool_results")] = (
-        "LangGraph TOOL spans' output.value is a serialized LangChain ToolMessage "
-        '({"type": "tool", "data": {"content": "{\\"celsius\\": 20}", "tool_call_id": '
-        '"call_1", "name": "get_weather", "status": "success", ...}}), which TraceView keeps as '
-        "the result (the whole mapping), not data.content"
-    )
     MISREADS[(_case, "tool_ids")] = (
         "LangGraph TOOL spans have no tool_call.id; the id is in output.value's "
         "data.tool_call_id (the ToolMessage), which TraceView does not read"

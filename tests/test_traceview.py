@@ -117,3 +117,73 @@ def _chat_out(tracer: Tracer, inputs: list[dict[str, Any]] | None, output: dict[
         attrs["gen_ai.input.messages"] = json.dumps(inputs)
     with tracer.start_as_current_span("chat", attributes=attrs):
         pass
+
+
+def _langgraph_like(tracer: Tracer) -> None:
+    """The shapes openinference-instrumentation-langchain gives a LangGraph agent: the model's
+    calls in llm.output_messages.*, TOOL spans with a one-key input as its bare value and a
+    serialized ToolMessage as output.value (or none when the tool raised)."""
+
+    def llm(*calls: tuple[str, str, dict[str, Any]]) -> None:
+        attrs: dict[str, Any] = {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-test",
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": QUESTION,
+            "llm.output_messages.0.message.role": "assistant",
+        }
+        for n, (call_id, name, args) in enumerate(calls):
+            key = f"llm.output_messages.0.message.tool_calls.{n}.tool_call"
+            attrs[f"{key}.id"] = call_id
+            attrs[f"{key}.function.name"] = name
+            attrs[f"{key}.function.arguments"] = json.dumps(args)
+        if not calls:
+            attrs["llm.output_messages.0.message.content"] = ANSWER
+        with tracer.start_as_current_span("ChatOpenAI", attributes=attrs):
+            pass
+
+    def run(name: str, value: str, call_id: str | None, content: str, status: str) -> None:
+        attrs = {"openinference.span.kind": "TOOL", "tool.name": name, "input.value": value}
+        if call_id is not None:  # the tool's ToolMessage, which names the call it answers
+            message = {"content": content, "tool_call_id": call_id, "status": status}
+            attrs["output.value"] = json.dumps({"type": "tool", "data": message})
+        with tracer.start_as_current_span(name, attributes=attrs):
+            pass
+
+    with tracer.start_as_current_span("LangGraph", attributes={"openinference.span.kind": "CHAIN"}):
+        # Two calls to one tool in one answer, run in the other order; a third call by name.
+        llm(("a", "get_weather", {"city": "Paris"}), ("b", "get_weather", {"city": "Rome"}))
+        run("get_weather", "Rome", "b", '{"celsius": 25}', "success")
+        run("get_weather", "Paris", None, "", "")  # no ToolMessage: matched by name and value
+        llm(("c", "to_fahrenheit", {"celsius": 20}), ("d", "get_weather", {"city": "Oslo"}))
+        run("to_fahrenheit", "20", "c", "Error: busy", "error")  # the span itself is OK
+        run("get_weather", "Lima", None, "", "")  # its value is not the call's: kept as it is
+        llm()
+
+
+def test_tool_spans_with_bare_arguments_get_the_model_s_call_arguments() -> None:
+    trace = TraceView(spans_of(_langgraph_like))
+    assert [(t.name, t.arguments, t.id) for t in trace.tool_calls] == [
+        ("get_weather", {"city": "Rome"}, "b"),  # by id
+        ("get_weather", {"city": "Paris"}, None),  # by name, the one call left
+        ("to_fahrenheit", {"celsius": 20}, "c"),
+        ("get_weather", "Lima", None),
+    ]
+    assert trace.tool_calls[0].result == {"celsius": 25}
+    # A ToolMessage with status "error" is a failed call, whatever the span's status.
+    failed = trace.tool_calls[2]
+    assert (failed.error, failed.result, failed.span.status_code) == ("Error: busy", None, "UNSET")
+    assert trace.output == ANSWER
+
+
+def test_arguments_that_are_objects_are_kept() -> None:
+    def agent(tracer: Tracer) -> None:
+        with tracer.start_as_current_span(
+            "chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+        ) as chat:
+            message = call_message("c1", "get_weather", {"city": "Paris", "unit": "C"})
+            chat.set_attribute("gen_ai.output.messages", json.dumps([message]))
+        tool(tracer, "c1", "get_weather", {"city": "Paris"}, {"celsius": 20})
+
+    (call,) = TraceView(spans_of(agent)).tool_calls
+    assert (call.arguments, call.id) == ({"city": "Paris"}, "c1")

@@ -113,7 +113,9 @@ class GenAIFields:
         output_tokens: output (completion) token usage.
         convention: the preset the content came from (``genai``, ``openinference``, ...;
             ``custom`` for the project's own keys).
-        extra: reserved for convention-specific values.
+        extra: convention-specific values. ``tool_error``: a tool span whose result says the
+            tool failed (a LangChain ``ToolMessage`` with ``status: error``) has the result's
+            text here.
         tool_calls: the tool calls in the output.
         tool_definitions: the tools offered to the model, ``{"name", "description",
             "parameters"}`` each, as far as the span says.

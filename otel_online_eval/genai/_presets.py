@@ -222,6 +222,29 @@ def _genai(span: Span) -> GenAIFields | None:
     return None
 
 
+def _tool_message(data: Any) -> Mapping[str, Any] | None:
+    """The fields of a serialized LangChain ``ToolMessage`` (``{"type": "tool", "data": {...}}``
+    or ``{"lc": 1, "type": "constructor", "id": [..., "ToolMessage"], "kwargs": {...}}``), which
+    carry the tool's result as ``content``; None for any other value (``data``: decoded)."""
+    if not isinstance(data, Mapping):
+        return None
+    inner = data.get("data")
+    if data.get("type") == "tool" and isinstance(inner, Mapping) and "content" in inner:
+        return inner
+    inner = data.get("kwargs")
+    path = data.get("id")
+    if (
+        data.get("type") == "constructor"
+        and isinstance(inner, Mapping)
+        and "content" in inner
+        and (
+            inner.get("type") == "tool" or (isinstance(path, list) and path[-1:] == ["ToolMessage"])
+        )
+    ):
+        return inner
+    return None
+
+
 def _tool_span(
     convention: str,
     name: str,
@@ -230,7 +253,20 @@ def _tool_span(
     raw_result: Any,
     common: Mapping[str, Any],
 ) -> GenAIFields:
-    """A tool execution: the input is the arguments, the output the result."""
+    """A tool execution: the input is the arguments, the output the result.
+
+    A result that is a serialized tool message gives its content as the result, its
+    ``tool_call_id`` when the span has no call id, and with ``status: error`` the content as
+    ``extra["tool_error"]``."""
+    extra: dict[str, Any] = {}
+    result = parse_json(raw_result) if raw_result is not None else None
+    found = _tool_message(result)
+    if found is not None:
+        raw_result = found.get("content")
+        result = parse_json(raw_result) if raw_result is not None else None
+        call_id = call_id or str_or_none(found.get("tool_call_id"))
+        if found.get("status") == "error":
+            extra["tool_error"] = as_text(result) or "error"
     args = parse_json(raw_args) if raw_args is not None else None
     call = ToolCall(name, args, call_id)
     ins = (
@@ -244,7 +280,6 @@ def _tool_span(
     outs: tuple[Message, ...] = ()
     output = None
     if raw_result is not None:
-        result = parse_json(raw_result)
         tool_result = ToolResult(result, call_id, name)
         output = tool_result.text
         outs = (
@@ -256,7 +291,7 @@ def _tool_span(
                 (tool_result,),
             ),
         )
-    return _build(
+    fields = _build(
         convention,
         input_messages=ins,
         output_messages=outs,
@@ -265,6 +300,7 @@ def _tool_span(
         tool_calls=(call,),
         **common,
     )
+    return _replace(fields, extra=extra) if extra else fields
 
 
 def _replace(fields: GenAIFields, **changes: Any) -> GenAIFields:
@@ -499,6 +535,24 @@ def _oi_messages(span: Span, prefix: str, role: str) -> list[Message]:
     return out
 
 
+def _is_response(item: Any) -> bool:
+    """An OpenAI Responses API object: ``{"object": "response", "model", "output": [items]}``."""
+    return isinstance(item, Mapping) and isinstance(item.get("output"), list) and "model" in item
+
+
+def _responses(value: Any) -> Any:
+    """A JSON list of Responses API objects (openai-agents streaming puts its one response in
+    a list) as one object, their output items in order; any other value as it is."""
+    if not isinstance(value, (str, bytes, bytearray, list, tuple)):
+        return value
+    data = loads(value)
+    if not isinstance(data, (list, tuple)) or not data or not all(map(_is_response, data)):
+        return data
+    if len(data) == 1:
+        return data[0]
+    return {**data[-1], "output": [item for r in data for item in r["output"]]}
+
+
 def _openinference(span: Span) -> GenAIFields | None:
     """``llm.input_messages.{i}.message.*`` / ``llm.output_messages.{i}.message.*``,
     ``input.value`` / ``output.value``, ``llm.model_name``, ``llm.token_count.*``, tools."""
@@ -529,7 +583,7 @@ def _openinference(span: Span) -> GenAIFields | None:
     if ins or outs:
         fields = _build("openinference", input_messages=ins, output_messages=outs, **common)
         if not outs and raw_out is not None:  # e.g. output messages not recorded
-            found, text = interpret(raw_out, "assistant")
+            found, text = interpret(_responses(raw_out), "assistant")
             fields = _replace(
                 fields,
                 output_messages=found,
@@ -544,7 +598,7 @@ def _openinference(span: Span) -> GenAIFields | None:
         if kind is not None or attrs.get("llm.model_name") is not None:
             return _build("openinference", **common)
         return None
-    return _generic("openinference", raw_in, raw_out, common)
+    return _generic("openinference", raw_in, _responses(raw_out), common)
 
 
 # -- Vercel AI SDK ----------------------------------------------------------------------------
