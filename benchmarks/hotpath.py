@@ -10,7 +10,10 @@ Prints, in one run:
 3. latency from span end to the eval span reaching the exporter (p50 / p99), at a steady
    200 spans/s, exporting at once (the engine's own latency) and through a batch processor
    with a 100 ms delay;
-4. scored spans per second, and per CPU-second, with heuristic scorers on every span.
+4. scored spans per second, and per CPU-second, with heuristic scorers on every span;
+5. with trace rules: ``on_end`` with the 10 rules plus 2 trace rules (sampling 0.1), against
+   BatchSpanProcessor's (target: <= 0.5x), and the time from a trace's root end to its trace
+   eval span's export (p50 / p99) with the default ``settle_s`` (2 s).
 
 Run: ``.venv/bin/python benchmarks/hotpath.py`` (about a minute on 2 cores).
 """
@@ -33,6 +36,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import set_span_in_context
 
 from otel_online_eval import OnlineEvalSpanProcessor, parse_config
 
@@ -89,6 +93,27 @@ def ten_rules(rate: float) -> dict[str, Any]:
         ],
         "engine": {"queue_size": 100_000, "max_concurrent_evals": 256},
     }
+
+
+def with_trace_rules(rate: float, completion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ten rules plus two trace rules (``scope: trace``), as an agent's app would have."""
+    config = ten_rules(rate)
+    config["scorers"] = {
+        **SCORERS,
+        "tool_errors": {"type": "tool_errors"},
+        "steps": {"type": "step_budget", "max_llm_calls": 10},
+    }
+    trace = {
+        "scope": "trace",
+        "sampling": rate,
+        **({"completion": completion} if completion else {}),
+    }
+    config["rules"] = [
+        *config["rules"],
+        {"name": "agent-tools", "scorers": ["tool_errors"], **trace},
+        {"name": "agent-steps", "scorers": ["steps"], "filter": "trace.llm_calls > 0", **trace},
+    ]
+    return config
 
 
 class NullExporter(SpanExporter):
@@ -295,12 +320,90 @@ def throughput(n: int) -> None:
     )
 
 
+def trace_rule_costs(n: int, runs: int) -> None:
+    spans = ended_spans(n)
+    costs = interleaved(
+        runs,
+        {
+            "bsp": lambda: on_end_cost(bsp(), spans),
+            "ours": lambda: on_end_cost(ours(), spans),
+            "traces": lambda: on_end_cost(
+                OnlineEvalSpanProcessor(
+                    parse_config(with_trace_rules(0.1)), exporter=NullExporter()
+                ),
+                spans,
+            ),
+        },
+    )
+    cost_bsp, cost_ours, cost_traces = costs["bsp"], costs["ours"], costs["traces"]
+    print(f"5. on_end with trace rules, {n} ended spans (median of {runs} interleaved runs)")
+    print(f"   {'':44}{'CPU us':>8}{'wall us':>9}")
+    print(f"   {'BatchSpanProcessor.on_end':44}{cost_bsp[0]:8.2f}{cost_bsp[1]:9.2f}")
+    print(f"   {'ours, 10 span rules @0.1':44}{cost_ours[0]:8.2f}{cost_ours[1]:9.2f}")
+    print(
+        f"   {'ours, 10 span rules + 2 trace rules @0.1':44}{cost_traces[0]:8.2f}"
+        f"{cost_traces[1]:9.2f}"
+    )
+    print(
+        f"   ratio with trace rules / BSP: CPU {cost_traces[0] / cost_bsp[0]:.2f}, "
+        f"wall {cost_traces[1] / cost_bsp[1]:.2f}   (target <= 0.50)"
+    )
+
+
+def trace_latency(seconds: float, per_second: int) -> None:
+    """Root end -> trace eval span exported, default completion (settle_s 2)."""
+    exporter = NullExporter()
+    exporter.record = True
+    processor = OnlineEvalSpanProcessor(
+        parse_config(with_trace_rules(1.0)), span_processor=SimpleSpanProcessor(exporter)
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    ends: dict[int, int] = {}
+    total = int(seconds * per_second)
+    start = time.perf_counter()
+    for i in range(total):
+        delay = start + i / per_second - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        root = tracer.start_span("invoke_agent")
+        ctx = set_span_in_context(root)
+        for _ in range(3):
+            tracer.start_span("chat", context=ctx, attributes=ATTRS).end()
+        root.end()
+        ends[root.get_span_context().span_id] = root.end_time or 0
+    deadline = time.monotonic() + 30
+    want = 2 * total
+    while time.monotonic() < deadline:
+        got = sum(1 for _, s in exporter.times if s.name.startswith("eval agent-"))
+        if got >= want:
+            break
+        time.sleep(0.1)
+    lat = sorted(
+        (t - ends[s.parent.span_id]) / 1e6
+        for t, s in exporter.times
+        if s.name.startswith("eval agent-") and s.parent is not None and s.parent.span_id in ends
+    )
+    provider.shutdown()
+    p50 = lat[len(lat) // 2]
+    p99 = lat[int(len(lat) * 0.99)]
+    print(
+        f"6. trace root end -> trace eval span exported, {per_second} traces/s (4 spans each) "
+        f"for {seconds:g} s, 2 trace rules at 1.0, default completion (settle_s 2), "
+        f"SimpleSpanProcessor ({len(lat)} eval spans)"
+    )
+    print(f"   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {lat[-1]:7.1f} ms")
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
     app_thread_costs(5_000 if quick else 10_000, 5 if quick else 15)
     latency(2 if quick else 10, 200, batched=False)
     latency(2 if quick else 10, 200, batched=True)
     throughput(2_000 if quick else 20_000)
+    trace_rule_costs(5_000 if quick else 10_000, 5 if quick else 15)
+    trace_latency(3 if quick else 10, 20)
     return 0
 
 
