@@ -20,6 +20,15 @@ traces at a time, and :meth:`Engine.end_of_input` hands each window on, so the e
 anchors and scores them and writes their eval spans (``online_eval.scope = trace``, span count,
 completeness, reason) as in production. A trace counts as one item for ``--limit``; its time
 (``--since``, ``--most-recent``) is when its last span ended.
+
+A session rule (``scope: session``) takes the input's conversations: its traces become turns
+as the engine makes them (session key, sampling by the key's hash with ``--sample``, the
+filter, ``--filter`` on each turn's anchor) and every conversation ends at the end of the input.
+Each conversation is fed to the engine whole, all its turns' spans, before a window is handed
+on, so :meth:`Engine.end_of_input` drains its traces into turns and then the conversation
+(reason ``end_of_input``): its eval span is in the last turn's trace (``online_eval.scope =
+session``, turns, reason). A conversation counts as one item for ``--limit``; its time is when
+its last turn ended, and it is left out when that is before ``--since``.
 """
 
 from __future__ import annotations
@@ -72,8 +81,10 @@ from otel_online_eval.tools._text import (
 )
 from otel_online_eval.tools._traces import (
     TraceCollector,
+    collect_sessions,
     decide_trace,
     file_bounds,
+    is_session_rule,
     is_trace_rule,
 )
 from otel_online_eval.traceview import TraceAnchor
@@ -169,6 +180,7 @@ class _RuleTally:
 
     scope: str = "span"
     selected: int = 0
+    no_key: int = 0  # a session rule's traces without a session key
     not_selected: int = 0
     sampled_out: int = 0
     filtered_out: int = 0
@@ -197,7 +209,7 @@ def run_score(args: argparse.Namespace) -> int:
     started = time.monotonic()
     printer = ErrorPrinter("score")
     reader = reader_for(cfg, args.spans, args.keep_going, printer)
-    tallies = {r.name: _RuleTally(r.scope if is_trace_rule(r) else "span") for r in rules}
+    tallies = {r.name: _RuleTally(r.scope) for r in rules}
     try:
         todo, too_old = _scan(reader, rules, extra, cutoff, args, tallies, cfg)
     except BaseException:
@@ -394,8 +406,12 @@ def _scan_traces(
 ) -> list[_Todo]:
     """The traces each trace rule takes (decided as the engine does at the end of a file)."""
     todo: dict[int, _Todo] = {}
+    out: list[_Todo] = []
     for rule in rules:
         if not is_trace_rule(rule):
+            continue
+        if is_session_rule(rule):
+            out.extend(_scan_sessions(traces, rule, extra, cutoff, ignore_sampling, tallies))
             continue
         tally = tallies[rule.name]
         for ft in traces.traces(rule):
@@ -428,7 +444,44 @@ def _scan_traces(
             assert item.trace is not None
             item.rules.append(rule)
             item.trace.anchors[rule.name] = anchor.span_id
-    return list(todo.values())
+    return list(todo.values()) + out
+
+
+def _scan_sessions(
+    traces: TraceCollector,
+    rule: Rule,
+    extra: CompiledFilter | None,
+    cutoff: int | None,
+    ignore_sampling: bool,
+    tallies: dict[str, _RuleTally],
+) -> list[_Todo]:
+    """A session rule's conversations, one item each: every span of its turns, fed together
+    (tallies count traces: ``selected`` the turns, the others by why they are not)."""
+    tally = tallies[rule.name]
+
+    def keep(ft: Any, decision: Any) -> bool:
+        anchor = decision.trace.anchor
+        if extra is not None and not extra(TraceAnchor(anchor, ft.view)):
+            tally.selected += 1
+            tally.extra_filtered_out += 1
+            return False
+        return True
+
+    scan = collect_sessions(rule, traces.traces(rule), ignore_sampling, keep)
+    tally.no_key += scan.count("no_key")
+    tally.sampled_out += scan.count("sampling")
+    tally.filtered_out += scan.count("filter")
+    tally.selected += len(scan.not_turns) - scan.count("no_key")
+    todo = []
+    for session in scan.sessions:
+        tally.selected += len(session.traces)
+        if cutoff is not None and session.end_ns < cutoff:
+            continue  # its spans are counted as older than --since
+        last = session.last
+        spans = [s for ft in session.traces for s in ft.spans_read]
+        work = _TraceWork(spans, session.end_ns, {rule.name: session.anchor_id})
+        todo.append(_Todo(last.spans_read[0], [rule], session.order, work))
+    return todo
 
 
 def _open_rule(rule: Rule, sample: bool) -> Rule:
@@ -460,6 +513,10 @@ def _open_rule(rule: Rule, sample: bool) -> Rule:
             completion=dataclasses.replace(
                 completion, settle_s=_FOREVER_S, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S
             ),
+            session=None
+            if rule.session is None
+            else dataclasses.replace(rule.session, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S),
+            session_key=rule.session_key,
         )
     return Rule(
         name=rule.name,
@@ -617,8 +674,11 @@ class _Run:
                     anchor = todo.trace.anchors[rule.name]
                     self.ends[(rule.name, view.trace_id, anchor)] = todo.trace.end_ns
                     trace_hash = shared_hash(view.trace_id)
-                    for span in spans:
-                        engine.submit(span, route, trace_hash)
+                    for span in spans:  # a conversation's are of several traces
+                        if span.trace_id != view.trace_id:
+                            engine.submit(span, route, shared_hash(span.trace_id))
+                        else:
+                            engine.submit(span, route, trace_hash)
                     held += 1
                     held_spans += len(spans)
                 submitted += 1
@@ -701,6 +761,15 @@ def _print_summary(
     traced = [name for name, t in tallies.items() if t.scope == "trace"]
     if traced:
         print(f"(trace rules count traces: {', '.join(traced)})", file=out)
+    sessions = [name for name, t in tallies.items() if t.scope == "session"]
+    if sessions:
+        print(
+            f"(session rules count traces, SCORED conversations: {', '.join(sessions)})",
+            file=out,
+        )
+    for name, t in tallies.items():
+        if t.no_key:
+            print(f"({name}: {t.no_key} trace(s) without a session key)", file=out)
     for name, t in tallies.items():
         if t.skipped_incomplete:
             print(

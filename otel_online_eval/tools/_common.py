@@ -101,7 +101,16 @@ def rule_summary(rule: Rule) -> list[str]:
         f"{u.name} [{u.spec.type}" + (f", sampling {u.sampling:g}" if u.sampling != 1 else "") + "]"
         for u in rule.scorers
     )
-    if rule.scope == "trace":
+    if rule.scope == "session":
+        from otel_online_eval.tools._traces import anchor_words
+
+        settings = rule.session
+        key = settings.key if settings is not None and settings.key else None
+        applies = (
+            f"  scope:      session; key {key or 'gen_ai.conversation.id, else session.id'}; "
+            f"turns anchored on {anchor_words(rule)}; conversations end at the end of the input"
+        )
+    elif rule.scope == "trace":
         from otel_online_eval.tools._traces import anchor_words
 
         incomplete = "skipped" if rule.on_incomplete == "skip" else "evaluated"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_online_eval.emit import SCORER_ATTR
+from otel_online_eval.engine._deciding import session_hash
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule, Stage
@@ -41,7 +42,10 @@ from otel_online_eval.tools._traces import (
     TraceCollector,
     TraceDecision,
     anchor_words,
+    collect_sessions,
     decide_trace,
+    decide_turn,
+    is_session_rule,
     is_trace_rule,
     trace_state,
 )
@@ -136,8 +140,12 @@ def run_explain(args: argparse.Namespace) -> int:
             elif v.span_id == span_id and trace_id in (None, v.trace_id):
                 found_as_eval.append(fs)
             else:
-                if attrs.get("online_eval.scope") == "trace":
+                scope = attrs.get("online_eval.scope")
+                if scope in ("trace", "session"):
                     trace_evals.setdefault(v.trace_id, []).append(fs)
+                if scope == "session":  # and of every earlier turn's trace it links to
+                    for tid in {link.trace_id for link in v.links} - {v.trace_id}:
+                        trace_evals.setdefault(tid, []).append(fs)
                 for tid, sid in _targets(v):
                     if sid == span_id and trace_id in (None, tid):
                         evals.append((fs, tid))
@@ -287,7 +295,9 @@ def _explain_one(
         "span": span,
         "extracted": extracted,
         "rules": [
-            _trace_rule_doc(rule, v, evals, traces)
+            _session_rule_doc(rule, v, evals, traces)
+            if is_session_rule(rule)
+            else _trace_rule_doc(rule, v, evals, traces)
             if is_trace_rule(rule)
             else _rule_doc(rule, v, evals)
             for rule in rules
@@ -407,6 +417,93 @@ def _trace_rule_doc(
     return doc
 
 
+def _session_rule_doc(
+    rule: Rule, view: ProtoSpanView, evals: list[_EvalSeen], traces: TraceCollector
+) -> dict[str, Any]:
+    """A session rule's decision for the span's trace: a turn of which conversation, or why
+    not (no key, sampled out by key, filter false); with the whole input read, the
+    conversation as it ends at the end of the input."""
+    ft = traces.trace(rule, view.trace_id)
+    assert ft is not None  # the span itself is in it
+    turn = decide_turn(rule, ft.view)
+    anchor = turn.trace.anchor if turn.trace is not None else None
+    doc: dict[str, Any] = {
+        "rule": rule.name,
+        "description": rule.description or None,
+        "scope": "session",
+        "would_score": turn.is_turn,
+        "stage": turn.stage,
+        "reason": turn.reason,
+        "detail": turn.trace.detail if turn.trace is not None else None,
+        "session_key": turn.key,
+        "trace": {
+            "trace_id": f"{ft.trace_id:032x}",
+            "span_count": ft.span_count,
+            "complete": ft.view.complete,
+            "reason": ft.view.reason,
+        },
+        "anchor": None
+        if anchor is None
+        else {
+            "name": anchor.name,
+            "span_id": anchor.span_id_hex,
+            "is_this_span": anchor.span_id == view.span_id,
+            "chosen_as": anchor_words(rule),
+        },
+        "sampling": {
+            "rate": rule.rate,
+            "by": "session key",
+            "sampled": None if turn.key is None else session_hash(turn.key, rule.salt) < rule.bound,
+        },
+        "conversation": None,
+    }
+    if turn.trace is not None and turn.trace.anchor is not None:
+        filt = rule.check_filter(TraceAnchor(turn.trace.anchor, ft.view))
+        doc["filter"] = {
+            "clause": rule.filter.source if rule.filter is not None else None,
+            "passes": filt.matched,
+            "false_part": filt.detail,
+        }
+    if turn.stage == "no_key":
+        key_words = rule.session.key if rule.session is not None and rule.session.key else None
+        doc["verdict"] = (
+            "not a turn: the trace has no session key ("
+            + (key_words or "gen_ai.conversation.id or session.id, on a span or its resource")
+            + ")"
+        )
+    elif turn.stage == "sampling":
+        doc["verdict"] = f"not a turn: {turn.reason}"
+    elif turn.stage == "filter":
+        assert turn.trace is not None
+        doc["verdict"] = f"not a turn of {turn.key!r}: " + _trace_verdict(turn.trace)
+    else:
+        doc["verdict"] = f"a turn of conversation {turn.key!r}"
+        if traces.whole_input:
+            scan = collect_sessions(rule, traces.traces(rule))
+            for session in scan.sessions:
+                ids = [t.trace_id for t in session.traces]
+                if ft.trace_id in ids:
+                    last = session.last
+                    doc["conversation"] = {
+                        "key": session.key,
+                        "turns": session.view.turn_count,
+                        "this_turn": ids.index(ft.trace_id) + 1,
+                        "reason": session.view.reason,
+                        "last_trace_id": f"{last.trace_id:032x}",
+                        "last_anchor_span_id": f"{session.anchor_id:016x}",
+                    }
+                    doc["verdict"] += (
+                        f" (turn {ids.index(ft.trace_id) + 1} of {session.view.turn_count}; "
+                        f"evaluated at {session.view.reason} on the last turn's anchor "
+                        f"{session.anchor_id:016x})"
+                    )
+                    break
+        assert turn.key is not None
+        doc["scorers"] = _scorers_doc(rule, view, True, session_hash(turn.key, rule.salt))
+    doc["evals_in_input"] = sum(1 for e in evals if e.rule == rule.name)
+    return doc
+
+
 def _trace_verdict(decision: TraceDecision) -> str:
     """A trace rule's verdict past sampling, in words."""
     if decision.stage == "filter":
@@ -416,10 +513,19 @@ def _trace_verdict(decision: TraceDecision) -> str:
     return "evaluated"
 
 
-def _scorers_doc(rule: Rule, view: SpanView, matched: bool) -> list[dict[str, Any]]:
+def _scorers_doc(
+    rule: Rule, view: SpanView, matched: bool, hash_: int | None = None
+) -> list[dict[str, Any]]:
+    """Which scorers run; ``hash_``: the sampling hash (a session rule's, by key), else the
+    span's trace id's."""
     scorers = []
     for use in rule.scorers:
-        runs = use.sampling > 0 and not scorer_is_sampled_out(rule, use, view)
+        out = (
+            scorer_is_sampled_out(rule, use, view)
+            if hash_ is None
+            else hash_ >= rule.scorer_bound(use)
+        )
+        runs = use.sampling > 0 and not out
         entry: dict[str, Any] = {
             "scorer": use.name,
             "type": use.spec.type,
@@ -499,7 +605,7 @@ def _print_text(doc: dict[str, Any]) -> None:
     for r in doc["rules"]:
         head = "WOULD SCORE" if r["would_score"] else "NOT SCORED "
         print(f"  {r['rule']:<{width}}  {head}  {r['verdict']}")
-        if r.get("scope") == "trace":
+        if r.get("scope") in ("trace", "session"):
             t, a = r["trace"], r["anchor"]
             state = t["reason"] if t["complete"] else f"incomplete ({t['reason']})"
             line = f"trace: {t['span_count']} span(s), {state}"
@@ -507,6 +613,13 @@ def _print_text(doc: dict[str, Any]) -> None:
                 this = ", this span" if a["is_this_span"] else ""
                 line += f"; anchor {a['name']!r} {a['span_id']} ({a['chosen_as']}{this})"
             print(f"  {'':<{width}}    {line}")
+            c = r.get("conversation")
+            if c is not None:
+                print(
+                    f"  {'':<{width}}    conversation {c['key']!r}: turn {c['this_turn']} of "
+                    f"{c['turns']}, ends {c['reason']}, eval on {c['last_anchor_span_id']} in "
+                    f"trace {c['last_trace_id']}"
+                )
         for sc in r.get("scorers", ()):
             if not r["would_score"]:
                 break

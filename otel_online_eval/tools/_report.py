@@ -59,7 +59,9 @@ _Pending = tuple[str, str, str, float | None, str | None, int, tuple[int, int], 
 
 def collect(
     reader: Any, rules: set[str] | None
-) -> tuple[StatsTable, Counter[str], dict[str, int], dict[str, dict[str, int]]]:
+) -> tuple[
+    StatsTable, Counter[str], dict[str, int], dict[str, dict[str, int]], dict[str, dict[str, int]]
+]:
     """Score spans into stats per (rule, scorer); eval spans counted per rule.
 
     A score is placed in time at its scored span's end when its eval span says it
@@ -70,7 +72,8 @@ def collect(
     Returns:
         The stats, evaluations per rule, input counts (``other_spans``, ``duplicates``,
         ``superseded``), and per trace rule its ``evaluations``, ``incomplete`` ones (not
-        complete when evaluated) and ``superseded`` revisions.
+        complete when evaluated) and ``superseded`` revisions, and per session rule its
+        ``conversations`` (one evaluation each) and their ``turns``.
     """
     stats = StatsTable()
     evals: Counter[str] = Counter()
@@ -82,6 +85,7 @@ def collect(
     records: list[tuple[str, tuple[int, int], tuple[str, int] | None, int, bool]] = []
     latest: dict[tuple[str, int], int] = {}  # (rule, trace) -> its latest revision
     replaced: set[tuple[int, int]] = set()  # eval spans a newer revision supersedes (links)
+    sessions: dict[str, dict[str, int]] = {}  # session rules: conversations, turns
     for fs in reader:
         if fs.eval_rule is None:
             counts["other_spans"] += 1
@@ -111,6 +115,12 @@ def collect(
                     for link in v.links:
                         if link.attributes.get("online_eval.link") == "supersedes":
                             replaced.add((link.trace_id, link.span_id))
+                if attrs.get("online_eval.scope") == "session":
+                    conv = sessions.setdefault(name, {"conversations": 0, "turns": 0})
+                    conv["conversations"] += 1
+                    turns = attrs.get("online_eval.session.turns")
+                    if isinstance(turns, int) and not isinstance(turns, bool):
+                        conv["turns"] += turns
                 complete = attrs.get("online_eval.trace.complete") is not False
                 records.append((name, key, of_trace, revision, complete))
                 end = attrs.get(SCORED_END_ATTR)
@@ -162,14 +172,14 @@ def collect(
             st.add_error(str(attrs.get("error.type") or "error"))
         else:
             st.add_score(value, label, scored_end.get(parent, end_ns), attrs)
-    return stats, evals, counts, traces
+    return stats, evals, counts, traces, sessions
 
 
 def run_report(args: argparse.Namespace) -> int:
     printer = ErrorPrinter("report")
     reader = reader_for(None, args.evals, args.keep_going, printer)
     rules = set(args.rule) if args.rule else None
-    stats, evals, counts, traces = collect(reader, rules)
+    stats, evals, counts, traces, sessions = collect(reader, rules)
     if not len(stats) and not evals:
         hint = ""
         if counts["other_spans"]:
@@ -182,13 +192,14 @@ def run_report(args: argparse.Namespace) -> int:
         doc = {
             "evaluations": dict(evals),
             "traces": traces,
+            "sessions": sessions,
             "scorers": [s.to_json() for s in stats.sorted()],
             "input": {"files": reader.files, "spans": reader.spans, **counts},
         }
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _print_table(stats, evals, counts, traces)
+        _print_table(stats, evals, counts, traces, sessions)
     if args.html:
         page = render_html(
             stats,
@@ -223,6 +234,7 @@ def _print_table(
     evals: Counter[str],
     counts: dict[str, int],
     traces: dict[str, dict[str, int]],
+    sessions: dict[str, dict[str, int]] | None = None,
 ) -> None:
     out = sys.stdout
     total = sum(evals.values())
@@ -239,6 +251,8 @@ def _print_table(
                 f"; {t['superseded']} superseded revision(s) not counted, only the latest per trace"
             )
         print(line + ")", file=out)
+    for rule, t in sorted((sessions or {}).items()):
+        print(f"({rule}: {t['conversations']} conversation(s), {t['turns']} turn(s))", file=out)
     print(file=out)
     rows = []
     for s in stats.sorted():

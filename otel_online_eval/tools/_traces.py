@@ -14,34 +14,62 @@ its structure says so, else ``end_of_input``. Traces are kept whole (``engine.as
 trace id, ``Engine._evaluate_trace`` skips incomplete traces with ``on_incomplete: skip``, finds
 the anchor with :func:`~otel_online_eval.engine._engine.trace_anchor` and runs the filter on the
 :class:`~otel_online_eval.traceview.TraceAnchor`), with the reason in words.
+
+A session rule (``scope: session``) is assembled the same way; each of its traces becomes a
+turn of a conversation as ``UnitRules._add_turn`` makes it (:func:`decide_turn`: the session
+key, sampling by the key's hash, the filter; :func:`make_turn` mirrors its ``Turn``), and every
+conversation ends at the end of the input (:func:`collect_sessions`: the engine's
+:class:`~otel_online_eval.assembly.SessionAssembler`, drained with reason ``end_of_input``, so
+``max_turns`` splits a conversation as it does in production).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from otel_online_eval.assembly import AssemblyBounds, Completion, TraceAssembler, TraceUnit
+from otel_online_eval.assembly import (
+    AssemblyBounds,
+    Completion,
+    SessionAssembler,
+    SessionSettings,
+    TraceAssembler,
+    TraceUnit,
+    Turn,
+)
 from otel_online_eval.engine._deciding import (
     TraceDecision,
     anchor_words,
     decide_trace,
+    session_hash,
+    session_key,
     trace_input,
 )
 from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule
+from otel_online_eval.scorers.base import EvalInput
+from otel_online_eval.sessionview import SessionView
+from otel_online_eval.spanview import SpanView
 from otel_online_eval.tools._input import FileSpan, Where
 from otel_online_eval.traceview import TraceView
 
 __all__ = [
+    "FileSession",
     "FileTrace",
+    "SessionScan",
     "TraceCollector",
     "TraceDecision",
+    "TurnDecision",
     "anchor_words",
+    "collect_sessions",
     "decide_trace",
+    "decide_turn",
     "file_bounds",
+    "is_session_rule",
     "is_trace_rule",
+    "make_turn",
+    "session_input",
     "trace_input",
     "trace_state",
 ]
@@ -50,14 +78,21 @@ _UNBOUNDED = 1 << 40
 
 
 def is_trace_rule(rule: Rule) -> bool:
-    """A rule that scores whole traces (``scope: trace``)."""
-    return rule.scope == "trace"
+    """A rule that assembles whole traces (``scope: trace`` or ``session``)."""
+    return rule.is_trace
+
+
+def is_session_rule(rule: Rule) -> bool:
+    """A rule that scores conversations (``scope: session``)."""
+    return rule.is_session
 
 
 def file_bounds(bounds: AssemblyBounds) -> AssemblyBounds:
     """``engine.assembly`` as the tools apply it to a file: every trace whole (its spans are in
-    memory already), at most ``max_spans_per_trace`` spans each."""
-    return dataclasses.replace(bounds, max_traces=_UNBOUNDED, max_bytes=_UNBOUNDED)
+    memory already), at most ``max_spans_per_trace`` spans each, every conversation held."""
+    return dataclasses.replace(
+        bounds, max_traces=_UNBOUNDED, max_bytes=_UNBOUNDED, max_sessions=_UNBOUNDED
+    )
 
 
 def trace_state(trace: TraceView) -> str:
@@ -128,6 +163,11 @@ class TraceCollector:
     def __bool__(self) -> bool:
         return bool(self._assemblers)
 
+    @property
+    def whole_input(self) -> bool:
+        """Every trace of the input is kept (no ``only``): conversations can be made."""
+        return self._only is None
+
     def add(self, fs: FileSpan, order: int | None = None) -> None:
         """One span of the input (eval spans are not part of any trace here); ``order``: its
         place in the input (the count of spans added when None)."""
@@ -173,3 +213,156 @@ class TraceCollector:
     def trace(self, rule: Rule, trace_id: int) -> FileTrace | None:
         """One trace as ``rule`` sees it."""
         return self._end().get(rule.completion or Completion(), {}).get(trace_id)
+
+
+# -- session rules ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDecision:
+    """Whether a session rule's trace is a turn, as ``UnitRules._add_turn`` decides it.
+
+    Attributes:
+        key: the trace's session key (None: it has none).
+        stage: None for a turn, else ``no_key``, ``sampling`` (by the key's hash) or
+            ``filter`` (the filter is false, or no span anchors the trace).
+        reason: the reason in words.
+        trace: the trace rule decision (sampling ignored) behind ``filter`` and the anchor.
+    """
+
+    key: str | None
+    stage: str | None
+    reason: str
+    trace: TraceDecision | None = None
+
+    @property
+    def is_turn(self) -> bool:
+        return self.stage is None
+
+
+def decide_turn(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TurnDecision:
+    """The engine's steps for a session rule's trace: its key, sampling by the key's hash
+    (``session_hash(key, salt) >= bound``), then the filter on its anchor."""
+    key = session_key(rule, trace)
+    if key is None:
+        return TurnDecision(None, "no_key", "no session key on the trace")
+    if not ignore_sampling and session_hash(key, rule.salt) >= rule.bound:
+        return TurnDecision(
+            key, "sampling", f"conversation {key!r} sampled out at rate {rule.rate:g} (by key)"
+        )
+    decision = decide_trace(rule, trace, ignore_sampling=True)
+    if not decision.matched or decision.anchor is None:
+        why = decision.detail or decision.reason
+        return TurnDecision(key, "filter", f"not a turn: {why}", decision)
+    return TurnDecision(key, None, f"a turn of conversation {key!r}", decision)
+
+
+def make_turn(trace: TraceView, anchor: SpanView, complete: bool, resource: object = None) -> Turn:
+    """A trace as a turn, as ``UnitRules._add_turn`` builds it (mirrored here, not shared)."""
+    return Turn(
+        trace.trace_id,
+        anchor.span_id,
+        trace.input,
+        trace.output,
+        trace.spans[0].start_time_ns,
+        max(s.end_time_ns for s in trace.spans),
+        trace.error_count,
+        trace.input_tokens,
+        trace.output_tokens,
+        complete,
+        resource,
+    )
+
+
+@dataclass(slots=True)
+class FileSession:
+    """One conversation of the input, ended at the end of the input (or at ``max_turns``).
+
+    Attributes:
+        view: the conversation as scorers read it (key, turns in order, reason).
+        traces: its turns' traces, in the turns' order.
+    """
+
+    view: SessionView
+    traces: list[FileTrace]
+
+    @property
+    def key(self) -> str:
+        return self.view.key
+
+    @property
+    def last(self) -> FileTrace:
+        """The last turn's trace (the eval span is attached to its anchor)."""
+        return self.traces[-1]
+
+    @property
+    def anchor_id(self) -> int:
+        return self.view.turns[-1].span_id
+
+    @property
+    def order(self) -> int:
+        return min(t.order for t in self.traces)
+
+    @property
+    def end_ns(self) -> int:
+        return max(t.end_ns for t in self.traces)
+
+
+@dataclass(slots=True)
+class SessionScan:
+    """A session rule's view of the input: its conversations and the traces that are not
+    turns (with why)."""
+
+    sessions: list[FileSession]
+    not_turns: list[tuple[FileTrace, TurnDecision]]
+
+    def count(self, stage: str) -> int:
+        return sum(1 for _, d in self.not_turns if d.stage == stage)
+
+
+def collect_sessions(
+    rule: Rule,
+    traces: Iterable[FileTrace],
+    ignore_sampling: bool = False,
+    keep: Callable[[FileTrace, TurnDecision], bool] | None = None,
+) -> SessionScan:
+    """The conversations a session rule makes of the input's traces (in input order).
+
+    Args:
+        rule: a session rule.
+        traces: its traces (:meth:`TraceCollector.traces`).
+        ignore_sampling: decide as if its rate were 1.
+        keep: a further test of each turn (``score --filter``, ``--since``); a turn it rejects
+            is left out silently.
+    """
+    assembler = SessionAssembler(rule.session or SessionSettings(), _UNBOUNDED)
+    by_id: dict[int, FileTrace] = {}
+    not_turns: list[tuple[FileTrace, TurnDecision]] = []
+    units = []
+    for ft in traces:
+        decision = decide_turn(rule, ft.view, ignore_sampling)
+        if not decision.is_turn:
+            not_turns.append((ft, decision))
+            continue
+        if keep is not None and not keep(ft, decision):
+            continue
+        assert decision.key is not None and decision.trace is not None
+        anchor = decision.trace.anchor
+        assert anchor is not None
+        by_id[ft.trace_id] = ft
+        turn = make_turn(ft.view, anchor, ft.unit.complete)
+        units.extend(assembler.add(decision.key, turn, 0.0))  # max_turns hands on at once
+    units.extend(assembler.drain("end_of_input"))
+    sessions = [
+        FileSession(
+            SessionView(u.key, u.turns, u.reason), [by_id[turn.trace_id] for turn in u.turns]
+        )
+        for u in units
+    ]
+    sessions.sort(key=lambda s: s.order)
+    return SessionScan(sessions, not_turns)
+
+
+def session_input(rule: Rule, session: SessionView) -> EvalInput:
+    """What the engine gives a session rule's scorers (``UnitRules._evaluate_session``)."""
+    return EvalInput(session.input, session.output, None, rule.name, session=session)

@@ -7,6 +7,12 @@ the real engine (timeouts apply). Nothing is exported.
 A trace rule (``scope: trace``) is tried on each trace of the input instead, assembled and
 decided as the engine does at the end of a file (see :mod:`otel_online_eval.tools._traces`):
 one row per trace, with its anchor span, span count and completeness.
+
+A session rule (``scope: session``) is tried on each conversation of the input: its traces
+become turns as the engine makes them (session key, sampling by the key's hash, the filter)
+and every conversation ends at the end of the input (reason ``end_of_input``): one row per
+conversation, with its key, its number of turns and its last turn's anchor; the traces that
+are not turns are counted (no key, sampled out, filtered out).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from otel_online_eval.assembly import AssemblyBounds
 from otel_online_eval.emit import EvalResult, Target
 from otel_online_eval.engine import Engine, EvalFuture
+from otel_online_eval.engine._deciding import session_hash
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.rules import Decision, Rule, ScorerUse, Stage
 from otel_online_eval.scorers.base import EvalInput
@@ -45,11 +52,16 @@ from otel_online_eval.tools._sinks import NullSink
 from otel_online_eval.tools._stats import StatsTable
 from otel_online_eval.tools._text import fmt_num, fmt_pct, one_line, render_table, terminal_width
 from otel_online_eval.tools._traces import (
+    FileSession,
     FileTrace,
+    SessionScan,
     TraceCollector,
     TraceDecision,
+    collect_sessions,
     decide_trace,
+    is_session_rule,
     is_trace_rule,
+    session_input,
     trace_input,
     trace_state,
 )
@@ -84,6 +96,7 @@ class _Row:
     stuck: str | None = None
     no_content: str | None = None  # the GenAI marker of a span without prompt or answer
     trace: FileTrace | None = None  # a trace rule's row: the trace
+    session: FileSession | None = None  # a session rule's row: the conversation
 
     @property
     def stage(self) -> str | None:
@@ -145,6 +158,14 @@ class _Row:
                 "complete": view.complete,
                 "reason": view.reason,
             }
+        if self.session is not None:
+            sv = self.session.view
+            out["session"] = {
+                "key": sv.key,
+                "turns": sv.turn_count,
+                "reason": sv.reason,
+                "turn_trace_ids": [f"{t.trace_id:032x}" for t in sv.turns],
+            }
         if d.matched:
             r = self.result
             out["scores"] = {
@@ -205,6 +226,7 @@ def run_test(args: argparse.Namespace) -> int:
     engine = Engine([rule], NullSink(), lambda payload: payload, cfg.engine)
     rows: list[_Row] = []
     evals_ignored = 0
+    scan: SessionScan | None = None
     inflight: deque[_Row] = deque()
 
     def start(row: _Row, view: SpanView, inp: EvalInput) -> None:
@@ -215,7 +237,11 @@ def run_test(args: argparse.Namespace) -> int:
             _finish(inflight.popleft())
 
     try:
-        if is_trace_rule(rule):
+        if is_session_rule(rule):
+            evals_ignored, scan = _test_sessions(
+                rule, cfg.engine.assembly, reader, rows, start, args
+            )
+        elif is_trace_rule(rule):
             evals_ignored = _test_traces(rule, cfg.engine.assembly, reader, rows, start, args)
         else:
             for fs in reader:
@@ -248,16 +274,25 @@ def run_test(args: argparse.Namespace) -> int:
         for name in row.sampled_out:
             stats.get(rule.name, name).sampled_out += 1
     outcomes = Counter(row.outcome for row in rows)
-    traced = is_trace_rule(rule)
+    traced = is_trace_rule(rule) and not is_session_rule(rule)
     summary: dict[str, int] = {}
-    if traced:  # rows are traces
+    if scan is not None:  # rows are conversations
+        summary["conversations"] = len(rows)
+        summary["turns"] = sum(r.session.view.turn_count for r in rows if r.session)
+        summary["traces"] = sum(len(s.traces) for s in scan.sessions) + len(scan.not_turns)
+        summary["no_key"] = scan.count("no_key")
+        summary["sampled_out"] = scan.count("sampling")
+        summary["filtered_out"] = scan.count("filter")
+        summary["scored"] = outcomes["scored"]
+    elif traced:  # rows are traces
         summary["traces"] = len(rows)
         summary["incomplete"] = sum(1 for r in rows if r.trace and not r.trace.view.complete)
-    summary["spans"] = sum(r.trace.span_count for r in rows if r.trace) if traced else len(rows)
-    summary["scored"] = outcomes["scored"]
-    summary["not_selected"] = outcomes["not selected"]
-    summary["sampled_out"] = outcomes["sampled out"]
-    summary["filter_false"] = outcomes["filter false"]
+    if scan is None:
+        summary["spans"] = sum(r.trace.span_count for r in rows if r.trace) if traced else len(rows)
+        summary["scored"] = outcomes["scored"]
+        summary["not_selected"] = outcomes["not selected"]
+        summary["sampled_out"] = outcomes["sampled out"]
+        summary["filter_false"] = outcomes["filter false"]
     if traced:
         summary["skipped_incomplete"] = outcomes["skipped (incomplete)"]
     summary["no_content"] = sum(1 for row in rows if row.no_content is not None)
@@ -269,14 +304,16 @@ def run_test(args: argparse.Namespace) -> int:
             "scope": rule.scope,
             "ignore_sampling": args.ignore_sampling,
             "no_llm": args.no_llm,
-            "traces" if traced else "spans": [row.to_json() for row in rows],
+            ("conversations" if scan is not None else "traces" if traced else "spans"): [
+                row.to_json() for row in rows
+            ],
             "summary": summary,
             "scorers": [s.to_json() for s in stats],
         }
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _print_text(rule, rows, summary, stats, args)
+        _print_text(rule, rows, summary, stats, args, scan)
     note = printer.summary(reader)
     if note:
         print(f"otel-online-eval test: {note}", file=sys.stderr)
@@ -350,6 +387,58 @@ def _test_traces(
     return evals_ignored
 
 
+def _test_sessions(
+    rule: Rule,
+    bounds: AssemblyBounds,
+    reader: SpanReader,
+    rows: list[_Row],
+    start: Callable[[_Row, SpanView, EvalInput], None],
+    args: argparse.Namespace,
+) -> tuple[int, SessionScan]:
+    """A session rule: read everything, make the turns, then one row per conversation (each
+    ends at the end of the input, as the engine's ``end_of_input`` ends it)."""
+    collector = TraceCollector([rule], bounds)
+    evals_ignored = 0
+    for fs in reader:
+        if fs.is_eval:
+            evals_ignored += 1
+        else:
+            collector.add(fs)
+    scan = collect_sessions(rule, collector.traces(rule), args.ignore_sampling)
+    for session in scan.sessions:
+        if args.limit and len(rows) >= args.limit:
+            break
+        last = session.last
+        anchor = next(s for s in last.view.spans if s.span_id == session.anchor_id)
+        row = _Row(
+            anchor.name,
+            f"{last.trace_id:032x}",
+            anchor.span_id_hex,
+            anchor.parent_span_id_hex,
+            str(session.traces[0].where),
+            TraceDecision(rule.name, True, anchor=anchor),
+            session=session,
+        )
+        rows.append(row)
+        _plan_session(row, rule, session, args.ignore_sampling, args.no_llm)
+        start(row, anchor, session_input(rule, session.view))
+    return evals_ignored, scan
+
+
+def _plan_session(
+    row: _Row, rule: Rule, session: FileSession, ignore_sampling: bool, no_llm: bool
+) -> None:
+    """Which scorers run for a conversation: their sampling is by the key's hash."""
+    hash_ = session_hash(session.key, rule.salt)
+    for use in rule.scorers:
+        if use.sampling == 0 or (not ignore_sampling and hash_ >= rule.scorer_bound(use)):
+            row.sampled_out.append(use.name)
+        elif no_llm and is_llm(use.spec):
+            row.no_llm.append(use.name)
+        else:
+            row.planned.append(use.name)
+
+
 def _start(engine: Engine, rule: Rule, view: SpanView, inp: EvalInput, row: _Row) -> None:
     uses = [ScorerUse(u.spec) for u in rule.scorers if u.name in row.planned]
     if not uses:
@@ -377,6 +466,7 @@ def _print_text(
     summary: dict[str, int],
     stats: StatsTable,
     args: argparse.Namespace,
+    scan: SessionScan | None = None,
 ) -> None:
     out = sys.stdout
     for line in rule_summary(rule):
@@ -389,6 +479,10 @@ def _print_text(
     if flags:
         print("  " + "; ".join(flags), file=out)
     print(file=out)
+    if scan is not None:
+        _print_sessions(rows, summary, out)
+        _print_scorers(stats, out)
+        return
     traces = is_trace_rule(rule)
     if traces:
         headers = ["SPAN", "SPAN ID", "TRACE ID", "SPANS", "TRACE", "RESULT", "DETAIL"]
@@ -445,6 +539,46 @@ def _print_text(
             f"answer, so there is nothing to score. {CONTENT_CAPTURE_HINT}",
             file=out,
         )
+    _print_scorers(stats, out)
+
+
+def _print_sessions(rows: list[_Row], summary: dict[str, int], out: Any) -> None:
+    headers = ["SESSION", "TURNS", "LAST TURN (TRACE ID)", "ANCHOR", "REASON", "RESULT", "DETAIL"]
+    table = [
+        [
+            row.session.key,
+            str(row.session.view.turn_count),
+            row.trace_id,
+            f"{row.name} {row.span_id}",
+            row.session.view.reason,
+            row.outcome,
+            row.detail(),
+        ]
+        for row in rows
+        if row.session is not None
+    ]
+    if table:
+        print(render_table(headers, table, right=(1,), max_width=terminal_width(out)), file=out)
+    else:
+        print("(no conversations in the input)", file=out)
+    print(file=out)
+    line = (
+        f"{summary['conversations']} conversation(s) ({summary['turns']} turn(s) of "
+        f"{summary['traces']} trace(s)): {summary['scored']} scored"
+    )
+    for key, words in (
+        ("no_key", "without a session key"),
+        ("sampled_out", "sampled out (by session key)"),
+        ("filtered_out", "filtered out"),
+    ):
+        if summary[key]:
+            line += f"; {summary[key]} trace(s) {words}"
+    if summary["eval_spans_ignored"]:
+        line += f" ({summary['eval_spans_ignored']} eval span(s) in the input not considered)"
+    print(line, file=out)
+
+
+def _print_scorers(stats: StatsTable, out: Any) -> None:
     if len(stats):
         print(file=out)
         print(
