@@ -194,6 +194,7 @@ def test_score_evaluates_each_conversation_through_the_engine(data: Data, tmp_pa
     assert tally["scope"] == "session" and tally["no_key"] == 1
     assert tally["selected"] == 4 and tally["to_score"] == 2
     assert data.score["evaluations"] == {"planned": 2, "done": 2, "dropped": 0}
+    assert data.score["conversations_scored"] == 2 and data.score["traces_scored"] == 0
     evals = {
         span_attrs(s)["online_eval.session.turns"]: s
         for _, s in read_spans(data.evals)

@@ -168,6 +168,7 @@ class _Todo:
     rules: list[Rule]
     order: int = 0  # place in the input (a trace: its first span's)
     trace: _TraceWork | None = None
+    session: bool = False  # a session rule's conversation (its turns' spans in ``trace``)
 
     @property
     def end_ns(self) -> int:
@@ -222,8 +223,9 @@ def run_score(args: argparse.Namespace) -> int:
     pairs = [(t, rule) for t in todo for rule in t.rules]
     for _, rule in pairs:
         tallies[rule.name].to_score += 1
-    n_traces = sum(1 for t in todo if t.trace is not None)
-    n_spans = len(todo) - n_traces
+    n_sessions = sum(1 for t in todo if t.session)
+    n_traces = sum(1 for t in todo if t.trace is not None) - n_sessions
+    n_spans = len(todo) - n_traces - n_sessions
     interactive = sys.stderr.isatty()
     if interactive:
         what = f"{n_spans} span(s)" + (f" and {n_traces} trace(s)" if n_traces else "")
@@ -249,6 +251,7 @@ def run_score(args: argparse.Namespace) -> int:
         "evaluations": {"planned": len(pairs), "done": run.sink.done, "dropped": run.dropped()},
         "spans_scored": n_spans,
         "traces_scored": n_traces,
+        "conversations_scored": n_sessions,
         "interrupted": outcome != "done",
         "eval_spans": {"exported": run.processor.exported, "failed": run.processor.failed},
         "destination": destination,
@@ -480,7 +483,7 @@ def _scan_sessions(
         last = session.last
         spans = [s for ft in session.traces for s in ft.spans_read]
         work = _TraceWork(spans, session.end_ns, {rule.name: session.anchor_id})
-        todo.append(_Todo(last.spans_read[0], [rule], session.order, work))
+        todo.append(_Todo(last.spans_read[0], [rule], session.order, work, session=True))
     return todo
 
 
@@ -730,6 +733,8 @@ def _print_summary(
     items = f"{summary['spans_scored']} span(s)"
     if summary["traces_scored"]:
         items += f", {summary['traces_scored']} trace(s)"
+    if summary["conversations_scored"]:
+        items += f", {summary['conversations_scored']} conversation(s)"
     print(
         f"scored {ev['done']} of {ev['planned']} evaluation(s) ({items}) in {took} "
         f"({rate:,.1f}/s); "
