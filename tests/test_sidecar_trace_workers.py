@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from otel_online_eval.sidecar.handoff import owner_of
+from otel_online_eval.sidecar.handoff import key_owner, owner_of
 from tests.otlp_receiver import OtlpGrpcReceiver, attrs
 from tests.sidecar_helpers import (
     DEFAULT_RULES,
@@ -167,3 +167,65 @@ def test_one_worker_two_senders_out_of_order_and_a_late_span(tmp_path: Path) -> 
             assert len(_evals(rx, RULE)) == 1
             # A single worker has no handoff, and says so by not counting any.
             assert "online_eval_handoff_spans_total" not in sc.metrics().names()
+
+
+SESSION_RULE: dict[str, Any] = {
+    "name": "conversation",
+    "scope": "session",
+    "completion": {"settle_s": 0.5, "idle_s": 10, "max_wait_s": 30},
+    "session": {"idle_s": 2.5},
+    "scorers": ["nonempty"],
+}
+
+
+@pytest.mark.slow
+def test_two_workers_evaluate_each_conversation_once_whole(tmp_path: Path) -> None:
+    """Turns of one conversation are traces that different workers own; the worker that holds
+    the conversation (a hash of its key) gets the others' turns and evaluates it once."""
+    keys = [f"conversation-{k}" for k in range(8)]
+    assert {key_owner(k, 2) for k in keys} == {0, 1}  # both workers hold some
+    with OtlpGrpcReceiver() as rx:
+        config = sidecar_config(rules=[SESSION_RULE], scorers=SCORERS, export=export_to(rx))
+        with running_sidecar(tmp_path, config, args=["--workers", "2"], workers=2) as sc:
+            n = 0
+            for turn in range(3):
+                for key in keys:
+                    trace = make_trace(
+                        f"turn{turn}", ("billing",), chat_attrs={"gen_ai.conversation.id": key}
+                    )
+                    for span in trace.spans:
+                        body = request_bytes([span])
+                        n += 1
+                        if n % 2:
+                            send_grpc(sc.grpc_endpoint, body)
+                        else:
+                            answer = post_http(sc, body, headers={"Connection": "close"})
+                            assert answer.status_code == 200, answer.text
+            wait_until(
+                lambda: len(_evals(rx, "conversation")) >= 8, timeout=30, what="8 session evals"
+            )
+            time.sleep(3)  # past the session's idle_s: a split conversation shows a second eval
+            evals = _evals(rx, "conversation")
+            assert len(evals) == 8, [attrs(e.attributes) for e in evals]
+            for ev in evals:
+                a = attrs(ev.attributes)
+                assert (a["online_eval.session.turns"], a["online_eval.session.reason"]) == (
+                    3,
+                    "idle",
+                ), a
+                assert len(ev.links) == 3  # the last turn's anchor and the two earlier turns'
+
+            def settled() -> Metrics:
+                m = sc.metrics(headers={"Connection": "close"})
+                out = m.value("online_eval_handoff_turns_total", direction="out")
+                assert out > 0, "no turn was handed off: the test did not split a conversation"
+                assert m.value("online_eval_handoff_turns_total", direction="in") == out
+                assert m.value("online_eval_handoff_turns_total", direction="kept") == 0
+                assert m.value("online_eval_assembly_turns_total", outcome="added") == 24
+                assert m.value("online_eval_assembly_turns_total", outcome="handed_off") == out
+                return m
+
+            eventually(settled, timeout=10)
+            code = sc.stop(timeout=30)
+        assert code == 0, sc.stderr()[-3000:]
+        assert len(_evals(rx, "conversation")) == 8  # nothing more at shutdown

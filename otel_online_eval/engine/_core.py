@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from otel_online_eval.assembly import Turn
 from otel_online_eval.emit import EvalSink
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._counts import RuleCounts
@@ -62,6 +63,8 @@ class EngineCore:
     _traces: TraceRules
     _last_log: dict[str, float]
     _told_no_content: set[str]
+    _closed: bool
+    turn_owner: Callable[[Rule, str, Turn], bool] | None
     _queue: deque[Any]
     _loop: asyncio.AbstractEventLoop
     _pool: concurrent.futures.ThreadPoolExecutor

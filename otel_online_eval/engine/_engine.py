@@ -18,6 +18,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.metrics import MeterProvider
 
 from otel_online_eval._threads import name_os_thread
+from otel_online_eval.assembly import Turn
 from otel_online_eval.emit import EvalResult, EvalSink, Target
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._core import Item, Marker
@@ -95,6 +96,9 @@ class Engine(SpanRules, UnitRules, Readings):
         self._traces = self._trace_rules()
         self._max_queue = self.config.queue_size
         self._closed = False
+        self.turn_owner: Callable[[Rule, str, Turn], bool] | None = None
+        """Set by the sidecar with --workers: hands a session rule's turn to the worker that
+        holds its conversation (True), or leaves it here (False)."""
         self._shutdown_done = False
         self._counts: dict[str, RuleCounts] = {r.name: RuleCounts() for r in self.router.rules}
         self._flush_baseline = 0
@@ -224,6 +228,27 @@ class Engine(SpanRules, UnitRules, Readings):
         start = time.time_ns()
         runs, sampled_out = await self._runner.run_all(name, uses, inp, None, 0)
         return self.emitter.emit(target, name, runs, sampled_out, start, time.time_ns())
+
+    def receive_turn(self, rule_name: str, key: str, turn: Turn) -> bool:
+        """A turn another worker assembled, for the conversation this one holds (any thread).
+
+        Returns:
+            False when there is no such session rule here, or the engine is shut down.
+        """
+        rule = self.router.rules_by_name.get(rule_name)
+        if rule is None or not rule.is_session or self._closed:
+            return False
+        try:
+            self._loop.call_soon_threadsafe(
+                self._received_turn, rule, key, turn, context=self._ctx.copy()
+            )
+        except RuntimeError:  # the loop closed under a racing shutdown
+            return False
+        return True
+
+    def _received_turn(self, rule: Rule, key: str, turn: Turn) -> None:
+        self._traces.add_turn(rule, key, turn)
+        self._traces.arm()
 
     def _direct_done(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:

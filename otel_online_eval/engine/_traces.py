@@ -49,7 +49,7 @@ class TraceRuleCounts:
         self.lost: dict[str, Tally] = {r: Tally() for r in ("error", "shutdown", "overload")}
         # Session rules: what became of each assembled trace.
         self.turns: dict[str, Tally] = {
-            o: Tally() for o in ("added", "no_key", "sampled_out", "filtered_out")
+            o: Tally() for o in ("added", "handed_off", "no_key", "sampled_out", "filtered_out")
         }
 
 

@@ -125,6 +125,12 @@ class UnitRules(EngineCore):
                 unit.complete,
                 self.emitter.resource_of(anchor),
             )
+            owner = self.turn_owner
+            # Another worker holds this conversation (the sidecar's --workers); at shutdown
+            # the peers stop listening first, so the turns left are evaluated here.
+            if owner is not None and not self._closed and owner(rule, key, turn):
+                turns["handed_off"].add()
+                return
             self._traces.add_turn(rule, key, turn)
         except Exception as exc:  # a bug: this turn is lost, counted
             self._traces.counts[rule.name].lost["error"].add()

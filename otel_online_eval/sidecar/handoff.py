@@ -29,6 +29,14 @@ and ``sampled`` or ``sampled_out`` by the owner: the per-rule identity
 ``selected = sampled + sampled_out`` of a trace rule holds summed over the workers, plus the
 handoff drops (every trace rule selected those spans, none decided them).
 
+Session rules (``scope: session``): each worker assembles the traces it owns into turns; a turn
+whose conversation another worker holds (``key_owner``: a hash of the session key) is handed to
+it as one span of the scope ``otel_online_eval.turn`` (its compact record as attributes, under
+the anchor's resource), over the same sockets, and that worker adds it to the conversation, so
+a conversation is evaluated once, whole. A turn that cannot be queued for its peer (a full
+buffer) is kept where it is, and so are the turns left at shutdown (the peers stop listening
+first): a conversation may then be evaluated in parts, never lost.
+
 Drain (SIGTERM reaches every worker): each worker stops its public receivers, sends what it
 holds for its peers (within the drain timeout), and marks ``handoff-{i}.done``; it keeps its own
 handoff receiver open until every peer has marked done (or half the time left has passed), and
@@ -37,6 +45,7 @@ only then shuts down its engine, whose buffered traces are then whole.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -50,6 +59,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from otel_online_eval._ratelog import RateLimitedLog
+from otel_online_eval.assembly import Turn
 from otel_online_eval.emit import RULE_ATTR
 from otel_online_eval.engine import Route
 from otel_online_eval.otlp import SharedResource
@@ -81,6 +91,90 @@ _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 _RETRY = RetryConfig(initial_backoff_s=0.05, max_backoff_s=1.0, max_elapsed_s=60.0)
 
 
+TURN_SCOPE = "otel_online_eval.turn"
+"""The scope of the spans that carry a session rule's turn to the worker holding its
+conversation."""
+
+
+def key_owner(key: str, workers: int) -> int:
+    """The worker that holds the conversation ``key``."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % workers
+
+
+def turn_request(rule: str, key: str, turn: Turn) -> ExportTraceServiceRequest:
+    """A turn as a one-span request: the turn's ids and times, its record in attributes."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    if isinstance(turn.resource, Resource):
+        rs.resource.CopyFrom(turn.resource)
+    ss = rs.scope_spans.add()
+    ss.scope.name = TURN_SCOPE
+    span = ss.spans.add()
+    span.trace_id = turn.trace_id.to_bytes(16, "big")
+    span.span_id = turn.span_id.to_bytes(8, "big")
+    span.name = "online_eval.turn"
+    span.start_time_unix_nano = turn.start_ns
+    span.end_time_unix_nano = turn.end_ns
+    values: dict[str, str | int | bool | None] = {
+        "rule": rule,
+        "key": key,
+        "input": turn.input,
+        "output": turn.output,
+        "error_count": turn.error_count,
+        "input_tokens": turn.input_tokens,
+        "output_tokens": turn.output_tokens,
+        "complete": turn.complete,
+    }
+    for name, value in values.items():
+        if value is None:
+            continue
+        kv = span.attributes.add()
+        kv.key = f"online_eval.turn.{name}"
+        if isinstance(value, bool):
+            kv.value.bool_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        else:
+            kv.value.string_value = value
+    return request
+
+
+def _turn_of(resource: Resource, span: Span) -> tuple[str, str, Turn] | None:
+    """(rule, key, turn) from a turn span; None when it is not one."""
+    values: dict[str, object] = {}
+    for kv in span.attributes:
+        which = kv.value.WhichOneof("value")
+        if kv.key.startswith("online_eval.turn.") and which is not None:
+            values[kv.key.removeprefix("online_eval.turn.")] = getattr(kv.value, which)
+    rule, key = values.get("rule"), values.get("key")
+    if not isinstance(rule, str) or not isinstance(key, str):
+        return None
+
+    def text(name: str) -> str | None:
+        value = values.get(name)
+        return value if isinstance(value, str) else None
+
+    def number(name: str) -> int | None:
+        value = values.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    turn = Turn(
+        int.from_bytes(span.trace_id, "big"),
+        int.from_bytes(span.span_id, "big"),
+        text("input"),
+        text("output"),
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        number("error_count") or 0,
+        number("input_tokens"),
+        number("output_tokens"),
+        values.get("complete") is not False,
+        resource,
+    )
+    return rule, key, turn
+
+
 def owner_of(trace_id: int, workers: int) -> int:
     """The worker that assembles the trace ``trace_id`` (the id as a big-endian integer)."""
     return trace_id % workers
@@ -93,6 +187,10 @@ class HandoffStats:
     out: int = 0  # spans handed to a peer (offered to its shipper)
     received: int = 0  # spans received from peers and submitted to the engine
     no_trace_rule: int = 0  # received, but this worker's config has no trace rule
+    turns_out: int = 0  # session turns handed to the worker holding their conversation
+    turns_in: int = 0  # session turns received and added to a conversation here
+    turns_kept: int = 0  # turns for another worker kept here (its buffer was full)
+    turns_unusable: int = 0  # turns received for a session rule this worker does not have
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_out(self, n: int) -> None:
@@ -104,6 +202,10 @@ class HandoffStats:
             self.received += n
             if unusable:
                 self.no_trace_rule += n
+
+    def add_turns(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
 
 
 class _Batch:
@@ -220,6 +322,9 @@ class HandoffIngest(Ingest):
             shared = SharedResource(resource)
             for scope_spans in resource_spans.scope_spans:
                 names = (scope_spans.scope.name, scope_spans.scope.version)
+                if names[0] == TURN_SCOPE:
+                    self._turns(engine, resource, scope_spans)
+                    continue
                 for span in scope_spans.spans:
                     n += 1
                     if not route.rules:
@@ -230,6 +335,14 @@ class HandoffIngest(Ingest):
                     submit((copy, shared, names), route, hash_)
         self.handoff_stats.add_received(n, not route.rules)
         return IngestResult("ok", n)
+
+    def _turns(self, engine: Engine, resource: Resource, scope_spans: ScopeSpans) -> None:
+        for span in scope_spans.spans:
+            found = _turn_of(resource, span)
+            if found is not None and engine.receive_turn(*found):
+                self.handoff_stats.add_turns("turns_in")
+            else:
+                self.handoff_stats.add_turns("turns_unusable")
 
 
 class _UnixSender:
@@ -322,6 +435,30 @@ class Handoff:
             plan = self._plan = _Plan(engine, self.me, self.workers)
         return plan
 
+    def route_turn(self, rule: Rule, key: str, turn: Turn) -> bool:
+        """The engine's ``turn_owner``: hand a turn to the worker holding its conversation.
+
+        Returns:
+            True when it was queued for that worker; False when the conversation is this
+            worker's, or the peer's buffer is full (the turn is then kept here, counted).
+        """
+        owner = key_owner(key, self.workers)
+        if owner == self.me:
+            return False
+        body = turn_request(rule.name, key, turn).SerializeToString()
+        if not self.peers[owner].offer(body, 1):
+            self.stats.add_turns("turns_kept")
+            self._log(
+                logging.WARNING,
+                "turn_full",
+                "Handoff to worker %d: its buffer is full; a turn of conversation it holds is "
+                'evaluated here instead (online_eval_handoff_turns_total{direction="kept"}).',
+                owner,
+            )
+            return False
+        self.stats.add_turns("turns_out")
+        return True
+
     def send(self, outgoing: Outgoing) -> None:
         """Queue each owner's batch for its peer; a full buffer is counted and logged."""
         for owner, batch in outgoing.batches.items():
@@ -406,7 +543,20 @@ class Handoff:
             ({"reason": "failed"}, float(shippers.dropped_spans)),
             ({"reason": "no_trace_rule"}, float(stats.no_trace_rule)),
         ]
+        turns: list[tuple[dict[str, str], float]] = [
+            ({"direction": "out"}, float(stats.turns_out)),
+            ({"direction": "in"}, float(stats.turns_in)),
+            ({"direction": "kept"}, float(stats.turns_kept)),
+            ({"direction": "unusable"}, float(stats.turns_unusable)),
+        ]
         return [
+            (
+                "online_eval_handoff_turns_total",
+                "counter",
+                "Session turns handed to the worker holding their conversation (out), received "
+                "(in), kept here for a full buffer (kept), received without their rule (unusable)",
+                turns,
+            ),
             (
                 "online_eval_handoff_spans_total",
                 "counter",

@@ -157,6 +157,7 @@ class Sidecar:
             assert worker is not None
             self.handoff = Handoff(self._metrics_dir, worker, workers_total, self.engine)
             self.ingest.handoff = self.handoff
+            self.engine.turn_owner = self.handoff.route_turn
         rc = self.receiver_config
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -296,6 +297,7 @@ class Sidecar:
         self.ingest.engine = new_engine
         if self.handoff is not None:
             self.handoff.ingest.engine = new_engine
+            new_engine.turn_owner = self.handoff.route_turn
         self.config = config
 
         def retire() -> None:
