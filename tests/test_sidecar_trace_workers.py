@@ -229,3 +229,22 @@ def test_two_workers_evaluate_each_conversation_once_whole(tmp_path: Path) -> No
             code = sc.stop(timeout=30)
         assert code == 0, sc.stderr()[-3000:]
         assert len(_evals(rx, "conversation")) == 8  # nothing more at shutdown
+
+
+def test_a_turn_crosses_the_handoff_as_one_span_and_back_whole() -> None:
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    from otel_online_eval.assembly import Turn
+    from otel_online_eval.sidecar.handoff import TURN_SCOPE, _turn_of, turn_request
+
+    resource = Resource()
+    kv = resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "support"
+    turn = Turn(
+        2**100 + 5, 2**60 + 7, "Where is my order?", None, 10, 20, 1, 30, None, False, resource
+    )
+    request = turn_request("conversation", "c-1", turn)
+    (rs,) = request.resource_spans
+    (ss,) = rs.scope_spans
+    assert ss.scope.name == TURN_SCOPE and len(ss.spans) == 1
+    assert _turn_of(rs.resource, ss.spans[0]) == ("conversation", "c-1", turn)
