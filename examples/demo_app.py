@@ -118,7 +118,9 @@ def run_app(tracer: Tracer, requests: int, seed: int) -> None:
             attributes={"http.request.method": "POST", "http.route": "/support"},
         )
         ctx = set_span_in_context(root)
-        with tracer.start_as_current_span("handle", context=ctx, start_time=start):
+        with tracer.start_as_current_span(
+            "handle", context=ctx, start_time=start, end_on_exit=False
+        ) as handle:
             label = category if rng.random() > 0.15 else rng.choice(["Billing!", "unsure"])
             _llm_span(tracer, "categorize-message", "gpt-4o-mini", question, label, rng, clock)
             order = {"order_id": f"ORD-{rng.randint(1000, 9999)}", "items": [{"sku": "A1"}]}
@@ -148,6 +150,7 @@ def run_app(tracer: Tracer, requests: int, seed: int) -> None:
                 rng,
                 clock,
             )
+        handle.end(end_time=clock[0])  # on the demo's clock, as every other span
         root.end(end_time=clock[0] + 5_000_000)
         clock[0] += 50_000_000
 
@@ -270,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     run_app(tracer, args.requests, args.seed)
     app_time = time.perf_counter() - started
+    # Trace rules score a trace once it is complete and has settled: wait for that, briefly.
+    deadline = time.monotonic() + 10
+    while sum(processor.stats().assembly_buffered_traces.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not processor.force_flush(30_000):
         print("evaluation did not finish within 30 s", file=sys.stderr)
         return 1

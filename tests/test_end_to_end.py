@@ -159,7 +159,7 @@ def test_self_metrics_are_published() -> None:
     assert traces["complete"] == 3 and sum(traces.values()) == 3
     spans = {a["outcome"]: v for a, v in points["online_eval.assembly.spans"] if a["rule"] == "t"}
     turns = {a["outcome"]: v for a, v in points["online_eval.assembly.turns"]}
-    assert turns == {"added": 0, "no_key": 3, "sampled_out": 0, "filtered_out": 0}
+    assert turns == {"added": 0, "handed_off": 0, "no_key": 3, "sampled_out": 0, "filtered_out": 0}
     assert spans == {"buffered": 3, "duplicate": 0, "over_limit": 0}
     scores = {
         (a["scorer"], a["outcome"]): v for a, v in points["online_eval.scores"] if a["rule"] == "r"
@@ -217,7 +217,8 @@ def test_demo_runs_and_shows_tables() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "support-assistant: 60 requests traced" in out.stdout
-    for rule in ("support-category", "order-extraction", "chat-quality", "request-latency"):
+    rules = ("support-category", "order-extraction", "chat-quality", "request-latency")
+    for rule in (*rules, "support-request"):  # the last: a trace rule
         assert f"rule {rule}" in out.stdout
     assert "matched 60  sampled 60" in out.stdout  # support-category: every classifier span
     assert "└─ eval " in out.stdout and "└─ score " in out.stdout
