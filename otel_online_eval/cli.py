@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from otel_online_eval._errors import ConfigError, ConfigIssue
 from otel_online_eval.config import OnlineEvalConfig, load_config
 from otel_online_eval.export import ExportConfig, OtlpTarget, resolve_batch, resolve_otlp
+from otel_online_eval.rules import Rule
 
 __all__ = ["main"]
 
@@ -85,7 +86,10 @@ def _summary(cfg: OnlineEvalConfig) -> str:
         rate = "callable" if rule.rate is None else f"{rule.rate:.4g}"
         lines.append("")
         lines.append(f"rule {rule.name}" + (f" — {rule.description}" if rule.description else ""))
-        lines.append(f"  applies to: {' or '.join(picks) if picks else 'every span'}")
+        if rule.is_trace:
+            lines.append(_scope_line(rule))
+        else:
+            lines.append(f"  applies to: {' or '.join(picks) if picks else 'every span'}")
         lines.append(
             f"  sampling:   {rate}"
             + (f" (seed {rule.sampling_seed})" if rule.sampling_seed else "")
@@ -235,6 +239,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
         sys.stderr.close()
         return 0
+
+
+def _scope_line(rule: Rule) -> str:
+    """A trace or session rule's scope, anchor and completion, for ``validate``."""
+    from otel_online_eval.assembly import Completion, SessionSettings
+    from otel_online_eval.engine._deciding import anchor_words
+
+    c = rule.completion or Completion()
+    done = f"settle_s {c.settle_s:g}, idle_s {c.idle_s:g}, max_wait_s {c.max_wait_s:g}"
+    if c.end_on:
+        done += ", end_on " + ", ".join(sorted(c.end_on))
+    if rule.is_session:
+        s = rule.session or SessionSettings()
+        key = s.key or "gen_ai.conversation.id, else session.id"
+        return (
+            f"  scope:      session; key {key}; idle_s {s.idle_s:g}, max_turns {s.max_turns}, "
+            f"max_wait_s {s.max_wait_s:g}; each trace a turn once complete ({done})"
+        )
+    return (
+        f"  scope:      trace; anchored on {anchor_words(rule)}; complete after {done}; "
+        f"late spans: {rule.late}; incomplete traces: {rule.on_incomplete}"
+    )
 
 
 if __name__ == "__main__":

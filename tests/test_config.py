@@ -234,7 +234,11 @@ def test_validate_command_summarises_a_valid_config() -> None:
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "valid — 5 rule(s)" in ok.stdout
+    assert "valid — 6 rule(s)" in ok.stdout
+    assert (
+        "scope:      trace; anchored on the trace's root; complete after settle_s 0.2, "
+        "idle_s 30, max_wait_s 300; late spans: ignore; incomplete traces: evaluate" in ok.stdout
+    )
     assert "rule support-category — The classifier answers with a category we know" in ok.stdout
     assert "applies to: spans named categorize-message" in ok.stdout
     assert (
