@@ -235,7 +235,7 @@ def test_a_turn_crosses_the_handoff_as_one_span_and_back_whole() -> None:
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
     from otel_online_eval.assembly import Turn
-    from otel_online_eval.sidecar.handoff import TURN_SCOPE, _turn_of, turn_request
+    from otel_online_eval.sidecar.handoff import TURN_SCOPE, turn_of, turn_request
 
     resource = Resource()
     kv = resource.attributes.add()
@@ -247,4 +247,4 @@ def test_a_turn_crosses_the_handoff_as_one_span_and_back_whole() -> None:
     (rs,) = request.resource_spans
     (ss,) = rs.scope_spans
     assert ss.scope.name == TURN_SCOPE and len(ss.spans) == 1
-    assert _turn_of(rs.resource, ss.spans[0]) == ("conversation", "c-1", turn)
+    assert turn_of(rs.resource, ss.spans[0]) == ("conversation", "c-1", turn)

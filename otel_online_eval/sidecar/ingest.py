@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from otel_online_eval.engine import Engine, Route
     from otel_online_eval.genai import ExtractSettings
     from otel_online_eval.metrics import Tally
-    from otel_online_eval.sidecar.handoff import Handoff, Outgoing
+    from otel_online_eval.sidecar._handing import Outgoing, Peers
     from otel_online_eval.sidecar.shipper import Shipper
 
 __all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
@@ -150,7 +150,7 @@ class Ingest:
         self.stats = stats
         self.closed = False
         # Under --workers with trace rules: where spans of traces other workers own go.
-        self.handoff: Handoff | None = None
+        self.handoff: Peers | None = None
         self._log = RateLimitedLog(logger)
         # Requests being handled, by the engine they started with: a replaced engine is shut
         # down only once they have all submitted to it (see wait_idle).
