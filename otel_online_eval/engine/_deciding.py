@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from otel_online_eval.assembly import Turn
 from otel_online_eval.rules import Rule, parent_state
 from otel_online_eval.sampling import sample_hash
 from otel_online_eval.scorers.base import EvalInput
@@ -15,8 +16,11 @@ from otel_online_eval.traceview import TraceAnchor, TraceView
 
 __all__ = [
     "TraceDecision",
+    "TurnDecision",
     "anchor_words",
     "decide_trace",
+    "decide_turn",
+    "make_turn",
     "session_hash",
     "session_key",
     "trace_anchor",
@@ -158,3 +162,59 @@ def session_hash(key: str, salt: int) -> int:
     nest as they do for traces."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     return sample_hash(int.from_bytes(digest, "big"), salt)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDecision:
+    """Whether a session rule's trace is a turn of a conversation, and why not.
+
+    Attributes:
+        key: the trace's session key (None: it has none).
+        stage: None for a turn, else ``no_key``, ``sampling`` (by the key's hash) or
+            ``filter`` (the filter is false, or no span anchors the trace).
+        reason: the reason in words.
+        trace: the trace rule decision (sampling ignored) behind ``filter`` and the anchor.
+    """
+
+    key: str | None
+    stage: str | None
+    reason: str
+    trace: TraceDecision | None = None
+
+    @property
+    def is_turn(self) -> bool:
+        return self.stage is None
+
+
+def decide_turn(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TurnDecision:
+    """The engine's steps for a session rule's trace: its key, sampling by the key's hash
+    (``session_hash(key, salt) >= bound``), then the filter on its anchor."""
+    key = session_key(rule, trace)
+    if key is None:
+        return TurnDecision(None, "no_key", "no session key on the trace")
+    if not ignore_sampling and session_hash(key, rule.salt) >= rule.bound:
+        return TurnDecision(
+            key, "sampling", f"conversation {key!r} sampled out at rate {rule.rate:g} (by key)"
+        )
+    decision = decide_trace(rule, trace, ignore_sampling=True)
+    if not decision.matched or decision.anchor is None:
+        why = decision.detail or decision.reason
+        return TurnDecision(key, "filter", f"not a turn: {why}", decision)
+    return TurnDecision(key, None, f"a turn of conversation {key!r}", decision)
+
+
+def make_turn(trace: TraceView, anchor: SpanView, complete: bool, resource: object = None) -> Turn:
+    """A session rule's trace as the compact turn its conversation keeps."""
+    return Turn(
+        trace.trace_id,
+        anchor.span_id,
+        trace.input,
+        trace.output,
+        trace.spans[0].start_time_ns,
+        max(s.end_time_ns for s in trace.spans),
+        trace.error_count,
+        trace.input_tokens,
+        trace.output_tokens,
+        complete,
+        resource,
+    )

@@ -11,11 +11,16 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_online_eval.assembly import Turn
 from otel_online_eval.emit import ScorerRun, Target
 from otel_online_eval.engine._core import EngineCore, link_to
 from otel_online_eval.engine._counts import RuleCounts
-from otel_online_eval.engine._deciding import decide_trace, session_hash, session_key, trace_input
+from otel_online_eval.engine._deciding import (
+    decide_trace,
+    decide_turn,
+    make_turn,
+    session_hash,
+    trace_input,
+)
 from otel_online_eval.engine._routing import Route
 from otel_online_eval.engine._traces import (
     Due,
@@ -34,6 +39,10 @@ __all__ = ["MAX_TURN_LINKS", "UnitRules"]
 MAX_TURN_LINKS = 32
 """A session's eval span links to its last turn's anchor and to at most this many earlier
 turns' (the latest ones); how many were left out is on the span."""
+
+
+_TURN_OUTCOMES = {"no_key": "no_key", "sampling": "sampled_out", "filter": "filtered_out"}
+"""A session rule's decision stage -> its ``online_eval.assembly.turns`` outcome."""
 
 
 class UnitRules(EngineCore):
@@ -100,31 +109,12 @@ class UnitRules(EngineCore):
         turns = self._traces.counts[rule.name].turns
         try:
             trace = TraceView(unit.spans, unit.complete, unit.reason)
-            key = session_key(rule, trace)
-            if key is None:
-                turns["no_key"].add()
+            decision = decide_turn(rule, trace)
+            key, anchor = decision.key, decision.trace.anchor if decision.trace else None
+            if decision.stage is not None or key is None or anchor is None:
+                turns[_TURN_OUTCOMES[decision.stage or "filter"]].add()
                 return
-            if session_hash(key, rule.salt) >= rule.bound:
-                turns["sampled_out"].add()
-                return
-            decision = decide_trace(rule, trace, ignore_sampling=True)
-            anchor = decision.anchor
-            if not decision.matched or anchor is None:
-                turns["filtered_out"].add()
-                return
-            turn = Turn(
-                trace.trace_id,
-                anchor.span_id,
-                trace.input,
-                trace.output,
-                trace.spans[0].start_time_ns,
-                max(s.end_time_ns for s in trace.spans),
-                trace.error_count,
-                trace.input_tokens,
-                trace.output_tokens,
-                unit.complete,
-                self.emitter.resource_of(anchor),
-            )
+            turn = make_turn(trace, anchor, unit.complete, self.emitter.resource_of(anchor))
             owner = self.turn_owner
             # Another worker holds this conversation (the sidecar's --workers); at shutdown
             # the peers stop listening first, so the turns left are evaluated here.

@@ -36,21 +36,20 @@ from otel_online_eval.assembly import (
     SessionSettings,
     TraceAssembler,
     TraceUnit,
-    Turn,
 )
 from otel_online_eval.engine._deciding import (
     TraceDecision,
+    TurnDecision,
     anchor_words,
     decide_trace,
-    session_hash,
-    session_key,
+    decide_turn,
+    make_turn,
     trace_input,
 )
 from otel_online_eval.otlp import ProtoSpanView
 from otel_online_eval.rules import Rule
 from otel_online_eval.scorers.base import EvalInput
 from otel_online_eval.sessionview import SessionView
-from otel_online_eval.spanview import SpanView
 from otel_online_eval.tools._input import FileSpan, Where
 from otel_online_eval.traceview import TraceView
 
@@ -216,62 +215,6 @@ class TraceCollector:
 
 
 # -- session rules ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDecision:
-    """Whether a session rule's trace is a turn, as ``UnitRules._add_turn`` decides it.
-
-    Attributes:
-        key: the trace's session key (None: it has none).
-        stage: None for a turn, else ``no_key``, ``sampling`` (by the key's hash) or
-            ``filter`` (the filter is false, or no span anchors the trace).
-        reason: the reason in words.
-        trace: the trace rule decision (sampling ignored) behind ``filter`` and the anchor.
-    """
-
-    key: str | None
-    stage: str | None
-    reason: str
-    trace: TraceDecision | None = None
-
-    @property
-    def is_turn(self) -> bool:
-        return self.stage is None
-
-
-def decide_turn(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TurnDecision:
-    """The engine's steps for a session rule's trace: its key, sampling by the key's hash
-    (``session_hash(key, salt) >= bound``), then the filter on its anchor."""
-    key = session_key(rule, trace)
-    if key is None:
-        return TurnDecision(None, "no_key", "no session key on the trace")
-    if not ignore_sampling and session_hash(key, rule.salt) >= rule.bound:
-        return TurnDecision(
-            key, "sampling", f"conversation {key!r} sampled out at rate {rule.rate:g} (by key)"
-        )
-    decision = decide_trace(rule, trace, ignore_sampling=True)
-    if not decision.matched or decision.anchor is None:
-        why = decision.detail or decision.reason
-        return TurnDecision(key, "filter", f"not a turn: {why}", decision)
-    return TurnDecision(key, None, f"a turn of conversation {key!r}", decision)
-
-
-def make_turn(trace: TraceView, anchor: SpanView, complete: bool, resource: object = None) -> Turn:
-    """A trace as a turn, as ``UnitRules._add_turn`` builds it (mirrored here, not shared)."""
-    return Turn(
-        trace.trace_id,
-        anchor.span_id,
-        trace.input,
-        trace.output,
-        trace.spans[0].start_time_ns,
-        max(s.end_time_ns for s in trace.spans),
-        trace.error_count,
-        trace.input_tokens,
-        trace.output_tokens,
-        complete,
-        resource,
-    )
 
 
 @dataclass(slots=True)
