@@ -178,7 +178,8 @@ class ApplyTo:
             return True
         return self.local_root_spans and parent != LOCAL_PARENT
 
-    def why_not(self, name: str, parent: int) -> str:
+    def wanted(self) -> str:
+        """What the selection picks, in words (``a root span or named one of [...]``)."""
         wanted = []
         if self.root_spans:
             wanted.append("a root span")
@@ -186,12 +187,15 @@ class ApplyTo:
             wanted.append("a local root span")
         if self.span_names:
             wanted.append(f"named one of {sorted(self.span_names)}")
+        return " or ".join(wanted)
+
+    def why_not(self, name: str, parent: int) -> str:
         where = {
             NO_PARENT: "a root span",
             REMOTE_PARENT: "a span with a remote parent",
             LOCAL_PARENT: "a child span",
         }[parent]
-        return f"{where} named {name!r} is not " + " or ".join(wanted)
+        return f"{where} named {name!r} is not " + self.wanted()
 
 
 ScorerLike = Union[Scorer, Callable[..., Any], ScorerSpec, ScorerUse, tuple[Any, float]]  # noqa: UP007

@@ -30,7 +30,7 @@ from otel_online_eval.engine._traces import (
 from otel_online_eval.rules import Rule
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["EngineCore", "Item", "Marker", "link_to"]
+__all__ = ["EngineCore", "Item", "Marker", "link_to", "rule_attrs"]
 
 logger = logging.getLogger("otel_online_eval.engine")
 T = TypeVar("T")
@@ -136,3 +136,13 @@ class EngineCore:
 
 def link_to(view: SpanView) -> SpanContext:
     return SpanContext(view.trace_id, view.span_id, False, TraceFlags(TraceFlags.SAMPLED))
+
+
+def rule_attrs(rule: Rule) -> dict[str, Any]:
+    """What every eval span of ``rule`` says of the rule: its description and sampling rate."""
+    attrs: dict[str, Any] = {}
+    if rule.description:
+        attrs["online_eval.rule.description"] = rule.description
+    if rule.rate is not None:
+        attrs["online_eval.sampling.rate"] = rule.rate
+    return attrs

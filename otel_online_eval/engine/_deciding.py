@@ -76,19 +76,7 @@ def anchor_words(rule: Rule) -> str:
     """Which span anchors the rule's evaluation of a trace, in words."""
     if rule.apply_to.everything:
         return "the trace's root"
-    return "the first span that is " + _wanted(rule)
-
-
-def _wanted(rule: Rule) -> str:
-    sel = rule.apply_to
-    wanted = []
-    if sel.root_spans:
-        wanted.append("a root span")
-    if sel.local_root_spans:
-        wanted.append("a local root span")
-    if sel.span_names:
-        wanted.append(f"named one of {sorted(sel.span_names)}")
-    return " or ".join(wanted)
+    return "the first span that is " + rule.apply_to.wanted()
 
 
 def decide_trace(rule: Rule, trace: TraceView, ignore_sampling: bool = False) -> TraceDecision:
@@ -119,7 +107,7 @@ def decide_trace(rule: Rule, trace: TraceView, ignore_sampling: bool = False) ->
             rule.name,
             False,
             "selection",
-            f"no anchor: none of its {trace.span_count} span(s) is {_wanted(rule)}",
+            f"no anchor: none of its {trace.span_count} span(s) is {rule.apply_to.wanted()}",
         )
     checked = rule.check_filter(TraceAnchor(anchor, trace))
     if not checked.matched:

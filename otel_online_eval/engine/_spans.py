@@ -7,10 +7,9 @@ import inspect
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from otel_online_eval.emit import ScorerRun, Target
-from otel_online_eval.engine._core import EngineCore, Item, link_to
+from otel_online_eval.engine._core import EngineCore, Item, link_to, rule_attrs
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.rules import Rule
 from otel_online_eval.scorers.base import EvalInput
@@ -184,12 +183,9 @@ class SpanRules(EngineCore):
         target = Target(
             view.trace_id, view.span_id, link_to(view), self.emitter.resource_of(view), view.name
         )
-        attrs: dict[str, Any] = {}
-        if rule.description:
-            attrs["online_eval.rule.description"] = rule.description
-        if rule.rate is not None:
-            attrs["online_eval.sampling.rate"] = rule.rate
-        self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
+        self.emitter.emit(
+            target, rule.name, runs, sampled_out, start, time.time_ns(), rule_attrs(rule)
+        )
         self._counts[rule.name].evals.add()
 
 

@@ -5,15 +5,15 @@ evaluations and eval spans."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval.emit import ScorerRun, Target
-from otel_online_eval.engine._core import EngineCore, link_to
-from otel_online_eval.engine._counts import RuleCounts
+from otel_online_eval.engine._core import EngineCore, link_to, rule_attrs
 from otel_online_eval.engine._deciding import (
     decide_trace,
     decide_turn,
@@ -25,7 +25,6 @@ from otel_online_eval.engine._routing import Route
 from otel_online_eval.engine._traces import (
     Due,
     SessionDue,
-    TraceRuleCounts,
     TraceUnit,
 )
 from otel_online_eval.rules import Rule
@@ -133,8 +132,7 @@ class UnitRules(EngineCore):
             )
 
     async def _evaluate_session(self, rule: Rule, session: SessionView) -> None:
-        trace_counts = self._traces.counts[rule.name]
-        try:
+        with self._counting_losses(rule):
             start = time.time_ns()
             last = session.turns[-1]
             inp = EvalInput(session.input, session.output, None, rule.name, session=session)
@@ -159,54 +157,46 @@ class UnitRules(EngineCore):
                 attrs["online_eval.session.turn_links_dropped"] = (
                     session.turn_count - 1 - len(earlier)
                 )
-            if rule.description:
-                attrs["online_eval.rule.description"] = rule.description
-            if rule.rate is not None:
-                attrs["online_eval.sampling.rate"] = rule.rate
+            attrs.update(rule_attrs(rule))
             self.emitter.emit(target, rule.name, runs, sampled_out, start, time.time_ns(), attrs)
             self._counts[rule.name].evals.add()
-        except asyncio.CancelledError:
-            trace_counts.lost["shutdown"].add()
-            raise
-        except Exception as exc:
-            trace_counts.lost["error"].add()
-            self._log_limited(
-                "engine_error", "Evaluation of rule %r failed: %r", rule.name, exc, exc_info=True
-            )
 
     async def _evaluate_trace(self, rule: Rule, unit: TraceUnit) -> None:
-        counts = self._counts[rule.name]
-        trace_counts = self._traces.counts[rule.name]
         try:
-            await self._score_trace(rule, unit, counts, trace_counts)
+            with self._counting_losses(rule):
+                await self._score_trace(rule, unit)
         finally:
             self._units_finished += 1
 
-    async def _score_trace(
-        self, rule: Rule, unit: TraceUnit, counts: RuleCounts, trace_counts: TraceRuleCounts
-    ) -> None:
+    async def _score_trace(self, rule: Rule, unit: TraceUnit) -> None:
+        if not unit.complete and rule.on_incomplete == "skip":
+            self._traces.counts[rule.name].skipped_incomplete.add()
+            return
+        start = time.time_ns()
+        trace = TraceView(unit.spans, unit.complete, unit.reason)
+        # Sampled already, by trace id, when its first span came; skip is decided above.
+        decision = decide_trace(rule, trace, ignore_sampling=True)
+        anchor = decision.anchor
+        if not decision.matched or anchor is None:
+            self._counts[rule.name].filtered_out.add()
+            return
+        inp = trace_input(rule, trace, anchor)
+        runs, sampled_out = await self._runner.run_all(
+            rule.name, rule.scorers, inp, rule, rule.hash(unit.trace_id)
+        )
+        self._emit_trace(anchor, rule, unit, runs, sampled_out, start)
+
+    @contextlib.contextmanager
+    def _counting_losses(self, rule: Rule) -> Iterator[None]:
+        """A trace's or conversation's evaluation that does not finish is counted as lost."""
+        lost = self._traces.counts[rule.name].lost
         try:
-            if not unit.complete and rule.on_incomplete == "skip":
-                trace_counts.skipped_incomplete.add()
-                return
-            start = time.time_ns()
-            trace = TraceView(unit.spans, unit.complete, unit.reason)
-            # Sampled already, by trace id, when its first span came; skip is decided above.
-            decision = decide_trace(rule, trace, ignore_sampling=True)
-            anchor = decision.anchor
-            if not decision.matched or anchor is None:
-                counts.filtered_out.add()
-                return
-            inp = trace_input(rule, trace, anchor)
-            runs, sampled_out = await self._runner.run_all(
-                rule.name, rule.scorers, inp, rule, rule.hash(unit.trace_id)
-            )
-            self._emit_trace(anchor, rule, unit, runs, sampled_out, start)
+            yield
         except asyncio.CancelledError:
-            trace_counts.lost["shutdown"].add()
+            lost["shutdown"].add()
             raise
         except Exception as exc:
-            trace_counts.lost["error"].add()
+            lost["error"].add()
             self._log_limited(
                 "engine_error", "Evaluation of rule %r failed: %r", rule.name, exc, exc_info=True
             )
@@ -238,10 +228,7 @@ class UnitRules(EngineCore):
         }
         if unit.dropped_spans:
             attrs["online_eval.trace.dropped_spans"] = unit.dropped_spans
-        if rule.description:
-            attrs["online_eval.rule.description"] = rule.description
-        if rule.rate is not None:
-            attrs["online_eval.sampling.rate"] = rule.rate
+        attrs.update(rule_attrs(rule))
         result = self.emitter.emit(
             target, rule.name, runs, sampled_out, start, time.time_ns(), attrs
         )
