@@ -500,28 +500,7 @@ def _open_rule(rule: Rule, sample: bool) -> Rule:
         else:
             s = 1.0
         uses.append(ScorerUse(use.spec, s))
-    if is_trace_rule(rule):
-        # Fed whole traces already decided: the engine assembles them again, finds the same
-        # anchor (apply_to), and hands them on at the end of the input only (no timer).
-        completion = rule.completion or Completion()
-        return Rule(
-            name=rule.name,
-            scorers=tuple(uses),
-            description=rule.description,
-            sampling=1.0,
-            sampling_seed=rule.sampling_seed,
-            filter=None,
-            apply_to=rule.apply_to,
-            scope=rule.scope,
-            completion=dataclasses.replace(
-                completion, settle_s=_FOREVER_S, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S
-            ),
-            session=None
-            if rule.session is None
-            else dataclasses.replace(rule.session, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S),
-            session_key=rule.session_key,
-        )
-    return Rule(
+    opened = Rule(
         name=rule.name,
         scorers=tuple(uses),
         description=rule.description,
@@ -529,6 +508,23 @@ def _open_rule(rule: Rule, sample: bool) -> Rule:
         sampling_seed=rule.sampling_seed,
         filter=None,
         apply_to=ApplyTo(),
+    )
+    if not is_trace_rule(rule):
+        return opened
+    # Fed whole traces already decided: the engine assembles them again, finds the same
+    # anchor (apply_to), and hands them on at the end of the input only (no timer).
+    completion = rule.completion or Completion()
+    return dataclasses.replace(
+        opened,
+        apply_to=rule.apply_to,
+        scope=rule.scope,
+        completion=dataclasses.replace(
+            completion, settle_s=_FOREVER_S, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S
+        ),
+        session=None
+        if rule.session is None
+        else dataclasses.replace(rule.session, idle_s=_FOREVER_S, max_wait_s=_FOREVER_S),
+        session_key=rule.session_key,
     )
 
 

@@ -344,12 +344,17 @@ def _rule_doc(rule: Rule, view: ProtoSpanView, evals: list[_EvalSeen]) -> dict[s
             if missing is not None:
                 doc["verdict"] += f" (no prompt or answer on the span: {missing})"
         else:
-            rate = "1" if rule.rate is None else f"{rule.rate:g}"
-            clause = "filter true" if rule.filter is not None else "no filter"
-            doc["verdict"] = f"selected, sampled in (rate {rate}), {clause}"
+            doc["verdict"] = f"selected, {_sampled_in(rule)}"
         doc["scorers"] = _scorers_doc(rule, view, decision.matched)
     doc["evals_in_input"] = sum(1 for e in evals if e.rule == rule.name)
     return doc
+
+
+def _sampled_in(rule: Rule) -> str:
+    """The verdict's tail for a span or trace that is evaluated."""
+    rate = "1" if rule.rate is None else f"{rule.rate:g}"
+    clause = "filter true" if rule.filter is not None else "no filter"
+    return f"sampled in (rate {rate}), {clause}"
 
 
 def _trace_rule_doc(
@@ -403,11 +408,8 @@ def _trace_rule_doc(
         doc["verdict"] = f"sampled out: {decision.reason} (by trace id; {also})"
     elif decision.matched:
         assert anchor is not None
-        rate = "1" if rule.rate is None else f"{rule.rate:g}"
-        clause = "filter true" if rule.filter is not None else "no filter"
         doc["verdict"] = (
-            f"trace evaluated ({trace_state(trace)}) on its anchor; sampled in (rate {rate}), "
-            f"{clause}"
+            f"trace evaluated ({trace_state(trace)}) on its anchor; {_sampled_in(rule)}"
         )
     else:
         doc["verdict"] = _trace_verdict(decision)

@@ -349,6 +349,20 @@ def _plan(row: _Row, rule: Rule, view: SpanView, ignore_sampling: bool, no_llm: 
             row.planned.append(use.name)
 
 
+def _read_traces(
+    rule: Rule, bounds: AssemblyBounds, reader: SpanReader
+) -> tuple[TraceCollector, int]:
+    """The whole input, its traces assembled for ``rule``; and the eval spans passed over."""
+    collector = TraceCollector([rule], bounds)
+    evals_ignored = 0
+    for fs in reader:
+        if fs.is_eval:
+            evals_ignored += 1
+        else:
+            collector.add(fs)
+    return collector, evals_ignored
+
+
 def _test_traces(
     rule: Rule,
     bounds: AssemblyBounds,
@@ -359,13 +373,7 @@ def _test_traces(
 ) -> int:
     """A trace rule: read everything, then one row per trace (the file is complete: each
     trace is decided as the engine decides it at the end of the input)."""
-    collector = TraceCollector([rule], bounds)
-    evals_ignored = 0
-    for fs in reader:
-        if fs.is_eval:
-            evals_ignored += 1
-        else:
-            collector.add(fs)
+    collector, evals_ignored = _read_traces(rule, bounds, reader)
     for ft in collector.traces(rule):
         if args.limit and len(rows) >= args.limit:
             break
@@ -397,13 +405,7 @@ def _test_sessions(
 ) -> tuple[int, SessionScan]:
     """A session rule: read everything, make the turns, then one row per conversation (each
     ends at the end of the input, as the engine's ``end_of_input`` ends it)."""
-    collector = TraceCollector([rule], bounds)
-    evals_ignored = 0
-    for fs in reader:
-        if fs.is_eval:
-            evals_ignored += 1
-        else:
-            collector.add(fs)
+    collector, evals_ignored = _read_traces(rule, bounds, reader)
     scan = collect_sessions(rule, collector.traces(rule), args.ignore_sampling)
     for session in scan.sessions:
         if args.limit and len(rows) >= args.limit:
