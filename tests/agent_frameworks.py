@@ -40,7 +40,7 @@ import ipaddress
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -207,7 +207,6 @@ def run_openai_agents_agent(
     """
     from agents import Agent, OpenAIChatCompletionsModel, RunConfig, Runner, function_tool
     from openai import AsyncOpenAI
-    from openinference.instrumentation import TraceConfig
     from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 
     script(server)
@@ -238,22 +237,7 @@ def run_openai_agents_agent(
             result = await Runner.run(agent, QUESTION, run_config=config)
             return str(result.final_output)
 
-    instrumentor = OpenAIAgentsInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        raise RuntimeError("openai-agents is instrumented already; its spans would go elsewhere")
-    instrumentor.instrument(
-        tracer_provider=tracer_provider,
-        config=TraceConfig(
-            hide_inputs=False,
-            hide_outputs=False,
-            hide_input_messages=False,
-            hide_output_messages=False,
-        ),
-    )
-    try:
-        return asyncio.run(run())
-    finally:
-        instrumentor.uninstrument()
+    return _instrumented(OpenAIAgentsInstrumentor(), "openai-agents", tracer_provider, run)
 
 
 # --- langgraph ---------------------------------------------------------------------------------
@@ -278,7 +262,6 @@ def run_langgraph_agent(
     from langgraph.graph import START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode, tools_condition
     from langsmith import tracing_context
-    from openinference.instrumentation import TraceConfig
     from openinference.instrumentation.langchain import LangChainInstrumentor
     from pydantic import SecretStr
 
@@ -318,9 +301,21 @@ def run_langgraph_agent(
                     state = await graph.compile().ainvoke({"messages": [HumanMessage(QUESTION)]})
                 return str(state["messages"][-1].content)
 
-    instrumentor = LangChainInstrumentor()
+    return _instrumented(LangChainInstrumentor(), "langchain", tracer_provider, run)
+
+
+def _instrumented(
+    instrumentor: Any,
+    what: str,
+    tracer_provider: TracerProvider,
+    run: Callable[[], Coroutine[Any, Any, str]],
+) -> str:
+    """Run ``run`` with an OpenInference instrumentor on (content included) for its duration:
+    the instrumentors are process-wide, so one that is on already is refused."""
+    from openinference.instrumentation import TraceConfig
+
     if instrumentor.is_instrumented_by_opentelemetry:
-        raise RuntimeError("langchain is instrumented already; its spans would go elsewhere")
+        raise RuntimeError(f"{what} is instrumented already; its spans would go elsewhere")
     instrumentor.instrument(
         tracer_provider=tracer_provider,
         config=TraceConfig(

@@ -136,3 +136,30 @@ def openinference_agent(tracer: Tracer) -> None:
                 else:
                     tool.set_attribute("output.value", json.dumps(result))
         root.set_attribute("output.value", ANSWER)
+
+
+def conversation_turn(
+    tracer: Tracer,
+    conversation: str | None,
+    question: str,
+    answer: str,
+    root_attrs: dict[str, Any] | None = None,
+) -> int:
+    """One turn of a conversation: an agent root with the conversation id (none when None)
+    and a model call under it; returns the root's span id."""
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent", **(root_attrs or {})}
+    if conversation is not None:
+        attrs["gen_ai.conversation.id"] = conversation
+    with tracer.start_as_current_span("invoke_agent support", attributes=attrs) as root:
+        with tracer.start_as_current_span(
+            "chat gpt-test",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.input.messages": json.dumps([text_message("user", question)]),
+                "gen_ai.output.messages": json.dumps([text_message("assistant", answer)]),
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 5,
+            },
+        ):
+            pass
+    return root.get_span_context().span_id

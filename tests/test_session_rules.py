@@ -3,7 +3,6 @@ with the real SDK; the conversation's key read from ``gen_ai.conversation.id``."
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,46 +11,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_online_eval import ConfigError, EvalInput, OnlineEvalSpanProcessor, Rule, parse_config
+from otel_online_eval import ConfigError, OnlineEvalSpanProcessor, Rule, parse_config
 from otel_online_eval.assembly import Completion, SessionSettings
 from otel_online_eval.sessionview import SessionView
+from tests.agent_traces import conversation_turn as turn
+from tests.test_trace_rules import Capture
 
 FAST = Completion(settle_s=0.02, idle_s=0.5, max_wait_s=2.0)
-
-
-def turn(tracer: trace.Tracer, conversation: str | None, question: str, answer: str) -> int:
-    """One turn: an agent root with the conversation id and a model call under it."""
-    attrs = {"gen_ai.operation.name": "invoke_agent"}
-    if conversation is not None:
-        attrs["gen_ai.conversation.id"] = conversation
-    with tracer.start_as_current_span("invoke_agent support", attributes=attrs) as root:
-        with tracer.start_as_current_span(
-            "chat gpt-test",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.input.messages": json.dumps(
-                    [{"role": "user", "parts": [{"type": "text", "content": question}]}]
-                ),
-                "gen_ai.output.messages": json.dumps(
-                    [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
-                ),
-                "gen_ai.usage.input_tokens": 10,
-                "gen_ai.usage.output_tokens": 5,
-            },
-        ):
-            pass
-    return root.get_span_context().span_id
-
-
-class Capture:
-    name = "capture"
-
-    def __init__(self) -> None:
-        self.inputs: list[EvalInput] = []
-
-    def score(self, inp: EvalInput) -> float:
-        self.inputs.append(inp)
-        return 1.0
 
 
 def wait_until(done: Any, timeout_s: float = 5.0) -> None:

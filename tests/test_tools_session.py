@@ -16,36 +16,18 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_online_eval.engine._deciding import session_hash
 from otel_online_eval.sampling import FULL
+from tests.agent_traces import conversation_turn
 from tests.test_tools_support import read_spans, run_cli, span_attrs, span_hex, write_with_exporter
 from tests.test_tools_trace import agent_spans, root_of
 
 
 def turn(conversation: str | None, question: str, answer: str, internal: bool = False) -> Any:
-    """One turn as tests/test_session_rules.py makes it: an agent root with the conversation
-    id and a chat call under it."""
+    """One turn (see ``conversation_turn``) for a file."""
 
     def make(tracer: trace.Tracer) -> None:
-        attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent"}
-        if conversation is not None:
-            attrs["gen_ai.conversation.id"] = conversation
-        if internal:
-            attrs["app.internal"] = True
-        with tracer.start_as_current_span("invoke_agent support", attributes=attrs):
-            with tracer.start_as_current_span(
-                "chat gpt-test",
-                attributes={
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.input.messages": json.dumps(
-                        [{"role": "user", "parts": [{"type": "text", "content": question}]}]
-                    ),
-                    "gen_ai.output.messages": json.dumps(
-                        [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
-                    ),
-                    "gen_ai.usage.input_tokens": 10,
-                    "gen_ai.usage.output_tokens": 5,
-                },
-            ):
-                pass
+        conversation_turn(
+            tracer, conversation, question, answer, {"app.internal": True} if internal else None
+        )
 
     return make
 
