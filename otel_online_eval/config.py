@@ -36,6 +36,7 @@ from otel_online_eval.genai import PRESETS
 from otel_online_eval.query import compile_filter, compile_value, uses_trace_fields
 from otel_online_eval.rules import SCOPES, ApplyTo, BulkheadConfig, Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers import SCORER_TYPES
+from otel_online_eval.scorers._revision import scorer_revision
 from otel_online_eval.scorers.registry import INLINE_TYPES, SESSION_TYPES, TRACE_TYPES
 from otel_online_eval.sidecar.config import (
     ForwardConfig,
@@ -212,6 +213,7 @@ def _read_scorers(r: Reader) -> dict[str, ScorerSpec]:
                 inline=kind in INLINE_TYPES,
                 bulkhead=bulkhead,
                 needs=needs,
+                revision=scorer_revision(kind, opts.data, scorer),
             )
     return specs
 

@@ -44,7 +44,9 @@ __all__ = [
     "SCORER_ATTR",
     "Emitter",
     "EvalResult",
+    "Evaluation",
     "ExportCounts",
+    "ScoreSink",
     "ScorerRun",
     "Target",
 ]
@@ -82,7 +84,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class ScorerRun:
-    """One scorer call: its score, or the error (``timed_out`` when it ran out of time)."""
+    """One scorer call: its score, or the error (``timed_out`` when it ran out of time);
+    the scorer's ``revision`` and ``annotator`` kind (``LLM`` or ``CODE``) from its spec."""
 
     name: str
     score: Score | None
@@ -92,6 +95,8 @@ class ScorerRun:
     sampling_rate: float = 1.0
     timed_out: bool = False
     skipped: str | None = None
+    revision: str = ""
+    annotator: str = "CODE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,48 @@ class ExportCounts:
     scheduled: int = 0
     exported: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One evaluation's results as a score sink receives them (a sink for backends that have
+    scores of their own, such as Phoenix's span annotations).
+
+    Attributes:
+        rule: the rule's name.
+        scored: the scored span (a trace or session rule's anchor span); None for a direct
+            ``evaluate()`` call that scored no span.
+        runs: the scorers that ran (skipped ones included: ``run.skipped`` says why).
+        eval_trace_id: the eval span's trace (the scored span's, unless ``output.parent``
+            is ``none``).
+        eval_span_id: the eval span's id (an identifier even when no eval span is exported).
+    """
+
+    rule: str
+    scored: SpanContext | None
+    runs: Sequence[ScorerRun]
+    eval_trace_id: int
+    eval_span_id: int
+
+
+class ScoreSink(Protocol):
+    """Where scores go besides (or instead of) eval spans; one per ``export:`` score target.
+
+    ``write`` runs on the engine's thread for every evaluation: it must not block nor raise
+    (queue, and send from a thread of its own). ``export_counts`` says what became of the
+    scores written: ``scheduled`` (one per scorer run with a score or an error), ``exported``,
+    ``dropped`` by reason (``queue_full``, ``failed``, ``shutdown``).
+    """
+
+    name: str
+
+    def write(self, evaluation: Evaluation) -> None: ...
+
+    def force_flush(self, timeout_millis: int) -> bool: ...
+
+    def shutdown(self, timeout_millis: int = 30000) -> None: ...
+
+    def export_counts(self) -> ExportCounts: ...
 
 
 class EvalSink(Protocol):
@@ -287,8 +334,9 @@ class PlanningEmitter:
             attrs["online_eval.skipped"] = run.skipped
         elif run.score is not None:
             for key, value in run.score.metadata.items():
-                # Judge usage and model keep their GenAI names; the rest is namespaced.
-                name = key if key.startswith("gen_ai.") else f"online_eval.metadata.{key}"
+                # The judge's usage and model are ours already (online_eval.judge.*); the rest
+                # is namespaced, gen_ai.* included: no backend may read it as the app's.
+                name = key if key.startswith("online_eval.") else f"online_eval.metadata.{key}"
                 attrs[name] = _attr_value(value)
         else:
             error = run.error

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from otel_online_eval.assembly import Completion, SessionSettings
 from otel_online_eval.sampling import FULL, SamplerFn, bound, sample_hash, seed_salt
+from otel_online_eval.scorers._revision import annotator_kind, code_revision
 from otel_online_eval.scorers.base import FunctionScorer, Scorer, is_async_scorer
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ class ScorerSpec:
             with a class attribute ``inline = True``.
         bulkhead: its share of the engine: concurrency, wait for a slot, quarantine.
         needs: what it scores beyond one span: ``trace`` or ``session`` (None: a span).
+        revision: a short stable hash of its effective configuration, on every score
+            (``online_eval.scorer.revision``); for a scorer given in code, of where it is
+            defined.
+        annotator: ``LLM`` for a judge, ``CODE`` otherwise (Phoenix's annotator kind).
     """
 
     name: str
@@ -145,6 +150,14 @@ class ScorerSpec:
     inline: bool = False
     bulkhead: BulkheadConfig = BulkheadConfig()
     needs: str | None = None
+    revision: str = ""
+    annotator: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.revision:
+            object.__setattr__(self, "revision", code_revision(self.scorer))
+        if not self.annotator:
+            object.__setattr__(self, "annotator", annotator_kind(self.scorer))
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,10 +113,10 @@ def test_factuality_against_the_fake_judge(server: FakeOpenAI) -> None:
         "C",
         "Same facts.",
         {
-            "gen_ai.request.model": "judge-1",
-            "gen_ai.response.model": "judge-1-x",
-            "gen_ai.usage.input_tokens": 200,
-            "gen_ai.usage.output_tokens": 12,
+            "online_eval.judge.request.model": "judge-1",
+            "online_eval.judge.response.model": "judge-1-x",
+            "online_eval.judge.usage.input_tokens": 200,
+            "online_eval.judge.usage.output_tokens": 12,
         },
     )
     (request,) = server.requests

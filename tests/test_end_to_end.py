@@ -109,9 +109,9 @@ def test_self_metrics_are_published() -> None:
 
     def judged(inp: EvalInput) -> Score:
         usage = {
-            "gen_ai.request.model": "judge-1",
-            "gen_ai.usage.input_tokens": 120,
-            "gen_ai.usage.output_tokens": 9,
+            "online_eval.judge.request.model": "judge-1",
+            "online_eval.judge.usage.input_tokens": 120,
+            "online_eval.judge.usage.output_tokens": 9,
         }
         return Score(1.0, "yes", metadata=usage)
 

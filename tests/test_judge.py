@@ -105,10 +105,10 @@ def test_a_correct_choice_becomes_a_score(fake_openai: FakeOpenAI) -> None:
         "partially_relevant",
         "Half of it.",
         {
-            "gen_ai.request.model": "judge-1",
-            "gen_ai.response.model": "judge-1-2024",
-            "gen_ai.usage.input_tokens": 11,
-            "gen_ai.usage.output_tokens": 7,
+            "online_eval.judge.request.model": "judge-1",
+            "online_eval.judge.response.model": "judge-1-2024",
+            "online_eval.judge.usage.input_tokens": 11,
+            "online_eval.judge.usage.output_tokens": 7,
             "template": "relevance",
         },
     )

@@ -117,10 +117,10 @@ def test_yaml_judge_to_score_span(tmp_path: Path, server: FakeOpenAI) -> None:
         assert attrs["gen_ai.evaluation.score.value"] == 1.0
         assert attrs["gen_ai.evaluation.score.label"] == "relevant"
         assert attrs["gen_ai.evaluation.explanation"] == "It names the capital."
-        assert attrs["gen_ai.request.model"] == "judge-1"
-        assert attrs["gen_ai.response.model"] == "judge-1-0613"
-        assert attrs["gen_ai.usage.input_tokens"] == 120
-        assert attrs["gen_ai.usage.output_tokens"] == 9
+        assert attrs["online_eval.judge.request.model"] == "judge-1"
+        assert attrs["online_eval.judge.response.model"] == "judge-1-0613"
+        assert attrs["online_eval.judge.usage.input_tokens"] == 120
+        assert attrs["online_eval.judge.usage.output_tokens"] == 9
         assert attrs["online_eval.metadata.template"] == "relevance"
         tokens = processor.stats().tokens
         assert tokens == {

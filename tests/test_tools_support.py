@@ -224,9 +224,9 @@ def length_score(inp: Any) -> dict[str, Any]:
         "score": value,
         "label": "long" if value >= 0.5 else "short",
         "metadata": {
-            "gen_ai.request.model": "judge-1",
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 7,
+            "online_eval.judge.request.model": "judge-1",
+            "online_eval.judge.usage.input_tokens": 100,
+            "online_eval.judge.usage.output_tokens": 7,
         },
     }
 

@@ -14,6 +14,7 @@ from otel_online_eval.engine._bulkhead import Bulkhead
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.rules import Rule, ScorerSpec, ScorerUse
 from otel_online_eval.scorers.base import (
+    JUDGE_MODEL,
     EvalInput,
     FunctionScorer,
     Score,
@@ -223,15 +224,26 @@ class ScorerRunner:
             self._log(
                 f"scorer:{use.name}", "Scorer %r failed in rule %r: %s", use.name, rule, error
             )
+        spec = use.spec
         return ScorerRun(
-            use.name, score, error, start, time.time_ns(), use.sampling, timed_out, skipped
+            use.name,
+            score,
+            error,
+            start,
+            time.time_ns(),
+            use.sampling,
+            timed_out,
+            skipped,
+            spec.revision,
+            spec.annotator,
         )
 
     def count_tokens(self, rule: str, scorer: str, metadata: Mapping[str, Any]) -> None:
-        # A judge reports its usage as score metadata under the GenAI names.
-        model = str(metadata.get("gen_ai.request.model", ""))
+        # A judge reports its usage as score metadata under the project's names (not the
+        # GenAI ones: no backend may count a judge call as the app's model call).
+        model = str(metadata.get(JUDGE_MODEL, ""))
         for kind in ("input", "output"):
-            n = metadata.get(f"gen_ai.usage.{kind}_tokens")
+            n = metadata.get(f"online_eval.judge.usage.{kind}_tokens")
             if isinstance(n, int) and not isinstance(n, bool) and n > 0:
                 key = (rule, scorer, model, kind)
                 self.tokens[key] = self.tokens.get(key, 0) + n

@@ -112,6 +112,11 @@ class AutoevalsScorer:
     call_args: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None
 
+    @property
+    def annotator_kind(self) -> str:
+        """``LLM`` for the autoevals scorers that ask a model."""
+        return "LLM" if self.model is not None else "CODE"
+
     def score(self, inp: EvalInput) -> Score:
         kwargs = dict(self.call_args)
         for key, (reader, required) in self.fields.items():
@@ -145,12 +150,12 @@ class AutoevalsScorer:
         label = metadata.pop("choice", None)
         explanation = metadata.pop("rationale", None)
         if self.model is not None:
-            metadata["gen_ai.request.model"] = self.model
+            metadata["online_eval.judge.request.model"] = self.model
         if tally.calls:
             if tally.model:
-                metadata["gen_ai.response.model"] = tally.model
-            metadata["gen_ai.usage.input_tokens"] = tally.input_tokens
-            metadata["gen_ai.usage.output_tokens"] = tally.output_tokens
+                metadata["online_eval.judge.response.model"] = tally.model
+            metadata["online_eval.judge.usage.input_tokens"] = tally.input_tokens
+            metadata["online_eval.judge.usage.output_tokens"] = tally.output_tokens
         return Score(
             value,
             label if isinstance(label, str) else None,

@@ -23,7 +23,21 @@ if TYPE_CHECKING:
     from otel_online_eval.spanview import SpanView
     from otel_online_eval.traceview import TraceView
 
-__all__ = ["EvalInput", "FunctionScorer", "Score", "Scorer", "is_async_scorer", "to_score"]
+__all__ = [
+    "JUDGE_MODEL",
+    "EvalInput",
+    "FunctionScorer",
+    "Score",
+    "Scorer",
+    "is_async_scorer",
+    "to_score",
+]
+
+JUDGE_MODEL = "online_eval.judge.request.model"
+"""The judge's model in a score's metadata. A judge's model and usage are recorded under
+``online_eval.judge.*`` (``request.model``, ``response.model``, ``usage.input_tokens``,
+``usage.output_tokens``), never under the GenAI names: a GenAI-aware backend would show a score
+span as a model call and add the judge's tokens to the application's."""
 
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
@@ -36,7 +50,8 @@ class Score:
         value: the score in [0, 1]; None only for a purely categorical result with a label.
         label: a category such as ``pass`` / ``fail`` or the judge's choice.
         explanation: why, in words (the judge's rationale).
-        metadata: anything else worth keeping; recorded as ``online_eval.metadata.<key>``.
+        metadata: anything else worth keeping; recorded as ``online_eval.metadata.<key>``
+            (keys that start with ``online_eval.``, the judge's usage, as they are).
     """
 
     value: float | None

@@ -9,7 +9,8 @@ Definitions (the same in every command):
   scorers use between ``pass`` and ``fail``).
 - **error rate**: errors / (count + errors); skips (a judge out of budget, a circuit open) are
   neither.
-- **tokens**: the judge's ``gen_ai.usage.input_tokens`` / ``output_tokens``, summed.
+- **tokens**: the judge's ``online_eval.judge.usage.input_tokens`` / ``output_tokens``
+  (``gen_ai.usage.*`` on eval spans of earlier releases), summed.
 """
 
 from __future__ import annotations
@@ -73,14 +74,22 @@ class ScorerStats:
             self.add_usage(metadata)
 
     def add_usage(self, metadata: Mapping[str, Any]) -> None:
+        # The judge's names, then the GenAI ones that eval spans of earlier releases carried.
         for kind in ("input", "output"):
-            n = metadata.get(f"gen_ai.usage.{kind}_tokens")
+            n = metadata.get(f"online_eval.judge.usage.{kind}_tokens")
+            if n is None:
+                n = metadata.get(f"gen_ai.usage.{kind}_tokens")
             if isinstance(n, int) and not isinstance(n, bool) and n > 0:
                 if kind == "input":
                     self.input_tokens += n
                 else:
                     self.output_tokens += n
-        for key in ("gen_ai.response.model", "gen_ai.request.model"):
+        for key in (
+            "online_eval.judge.response.model",
+            "online_eval.judge.request.model",
+            "gen_ai.response.model",
+            "gen_ai.request.model",
+        ):
             model = metadata.get(key)
             if isinstance(model, str) and model:
                 self.models.add(model)

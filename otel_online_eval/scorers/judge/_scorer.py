@@ -218,6 +218,21 @@ class LLMJudge:
             forget = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: _call_if_alive(forget))
 
+    annotator_kind = "LLM"
+
+    @property
+    def revision_source(self) -> dict[str, object]:
+        """What decides its scores beyond the YAML: the template's text and choice scores
+        (a named template's text may change between releases), the model and how it is asked."""
+        template = self.template
+        return {
+            "prompt": template.prompt,
+            "choices": dict(template.choice_scores),
+            "model": self.config.model,
+            "mode": self.config.mode,
+            "temperature": self.config.temperature,
+        }
+
     def __repr__(self) -> str:
         return (
             f"LLMJudge({self.name!r}, model={self.config.model!r}, "
@@ -455,13 +470,13 @@ class LLMJudge:
             self._settle(estimate, minute, *usage_of(content))  # spent, even if unusable
             raise
         self._settle(estimate, minute, verdict.input_tokens, verdict.output_tokens)
-        meta: dict[str, Any] = {"gen_ai.request.model": self.config.model}
+        meta: dict[str, Any] = {"online_eval.judge.request.model": self.config.model}
         if verdict.response_model:
-            meta["gen_ai.response.model"] = verdict.response_model
+            meta["online_eval.judge.response.model"] = verdict.response_model
         if verdict.input_tokens is not None:
-            meta["gen_ai.usage.input_tokens"] = verdict.input_tokens
+            meta["online_eval.judge.usage.input_tokens"] = verdict.input_tokens
         if verdict.output_tokens is not None:
-            meta["gen_ai.usage.output_tokens"] = verdict.output_tokens
+            meta["online_eval.judge.usage.output_tokens"] = verdict.output_tokens
         meta["template"] = self.template.name
         self.stats.scores += 1
         return Score(
