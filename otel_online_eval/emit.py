@@ -18,6 +18,7 @@ processors, so they are never evaluated themselves.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,9 +239,23 @@ class EvalSink(Protocol):
 class PlanningEmitter:
     """Decides what the eval spans of one evaluation say; subclasses encode and export them."""
 
-    def __init__(self) -> None:
+    def __init__(self, score_sinks: Sequence[ScoreSink] = ()) -> None:
         self._ids = RandomIdGenerator()
         self.scheduled = 0  # spans handed to _export (by the engine's thread only)
+        self.score_sinks = tuple(score_sinks)
+
+    def _flush_sinks(self, timeout_millis: int) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        ok = True
+        for sink in self.score_sinks:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            ok = sink.force_flush(left) and ok
+        return ok
+
+    def _shutdown_sinks(self, timeout_millis: int) -> None:
+        deadline = time.monotonic() + timeout_millis / 1000
+        for sink in self.score_sinks:
+            sink.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
 
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         raise NotImplementedError
@@ -313,6 +328,10 @@ class PlanningEmitter:
         )
         self.scheduled += len(plans)
         self._export(plans, target.resource)
+        if self.score_sinks:
+            evaluation = Evaluation(rule, target.link, tuple(runs), target.trace_id, eval_id)
+            for sink in self.score_sinks:
+                sink.write(evaluation)
         return EvalResult(
             rule=rule,
             scores={r.name: r.score for r in runs if r.score is not None},
@@ -367,14 +386,15 @@ class Emitter(PlanningEmitter):
     """Builds eval spans as SDK ``ReadableSpan``s and hands them to ``sink``: any exporter.
 
     Args:
+        score_sinks: where scores go besides the eval spans (Phoenix annotations).
         sink: the span processor in front of the exporter: an
             :class:`~otel_online_eval._batch.ExportBatcher` (what the processor builds; it
             counts exported and dropped spans and its flush says whether all got out), or any
             other ``SpanProcessor`` (then only the spans handed to it are counted).
     """
 
-    def __init__(self, sink: SpanProcessor) -> None:
-        super().__init__()
+    def __init__(self, sink: SpanProcessor, score_sinks: Sequence[ScoreSink] = ()) -> None:
+        super().__init__(score_sinks)
         self.sink = sink
 
     def resource_of(self, view: SpanView) -> Resource:
@@ -387,13 +407,17 @@ class Emitter(PlanningEmitter):
         return ExportCounts(self.scheduled)
 
     def force_flush(self, timeout_millis: int) -> bool:
-        return bool(self.sink.force_flush(timeout_millis))
+        deadline = time.monotonic() + timeout_millis / 1000
+        spans = bool(self.sink.force_flush(timeout_millis))
+        return self._flush_sinks(max(0, int((deadline - time.monotonic()) * 1000))) and spans
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
+        deadline = time.monotonic() + timeout_millis / 1000
         if isinstance(self.sink, ExportBatcher):
             self.sink.shutdown(timeout_millis)
         else:
             self.sink.shutdown()  # the SDK's span processors take no timeout here
+        self._shutdown_sinks(max(0, int((deadline - time.monotonic()) * 1000)))
 
     def _export(self, plans: Sequence[SpanPlan], resource: Any) -> None:
         for plan in plans:

@@ -19,7 +19,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResour
 
 from otel_online_eval._spanplan import SpanPlan
 from otel_online_eval._threads import name_os_thread
-from otel_online_eval.emit import SCOPE, ExportCounts, PlanningEmitter
+from otel_online_eval.emit import SCOPE, ExportCounts, PlanningEmitter, ScoreSink
 from otel_online_eval.otlp import (
     ProtoSpanView,
     encode_attributes,
@@ -52,6 +52,7 @@ class ProtoEmitter(PlanningEmitter):
         max_batch: spans per request at most.
         max_queue: spans waiting at most; beyond it new ones are dropped and counted in
             ``dropped_spans``.
+        score_sinks: where scores go besides the eval spans (Phoenix annotations).
     """
 
     def __init__(
@@ -60,8 +61,9 @@ class ProtoEmitter(PlanningEmitter):
         schedule_delay_s: float = 5.0,
         max_batch: int = 512,
         max_queue: int = 2048,
+        score_sinks: Sequence[ScoreSink] = (),
     ) -> None:
-        super().__init__()
+        super().__init__(score_sinks)
         self.shipper = shipper
         self._delay = schedule_delay_s
         self._max_batch = max_batch
@@ -158,6 +160,8 @@ class ProtoEmitter(PlanningEmitter):
                 self._cond.wait(left)
         if not self.shipper.flush(max(0.0, deadline - time.monotonic())):
             return False
+        if not self._flush_sinks(max(0, int((deadline - time.monotonic()) * 1000))):
+            return False
         # What was lost since the previous flush (refused, or given up on) makes it False.
         lost = self.dropped_spans + self.shipper.stats.dropped_spans
         with self._cond:
@@ -181,3 +185,4 @@ class ProtoEmitter(PlanningEmitter):
             self._cond.notify_all()
         self._thread.join(max(0.0, end - time.monotonic()))
         self.shipper.shutdown(max(0.0, end - time.monotonic()))
+        self._shutdown_sinks(max(0, int((end - time.monotonic()) * 1000)))
