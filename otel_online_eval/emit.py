@@ -73,6 +73,8 @@ class Target:
         scored_name: the scored span's name, if there is one.
         more_links: other spans the eval span links to, each with what it is (``supersedes``:
             the eval span of the revision this one replaces).
+        response_id: the scored span's ``gen_ai.response.id``, when it has one (evaluation
+            results carry it).
     """
 
     trace_id: int
@@ -81,6 +83,7 @@ class Target:
     resource: Resource
     scored_name: str | None = None
     more_links: tuple[tuple[SpanContext, str], ...] = ()
+    response_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from otel_online_eval.engine._traces import (
 from otel_online_eval.rules import Rule
 from otel_online_eval.spanview import SpanView
 
-__all__ = ["EngineCore", "Item", "Marker", "link_to", "rule_attrs"]
+__all__ = ["EngineCore", "Item", "Marker", "link_to", "response_id", "rule_attrs"]
 
 logger = logging.getLogger("otel_online_eval.engine")
 T = TypeVar("T")
@@ -146,3 +146,9 @@ def rule_attrs(rule: Rule) -> dict[str, Any]:
     if rule.rate is not None:
         attrs["online_eval.sampling.rate"] = rule.rate
     return attrs
+
+
+def response_id(view: SpanView) -> str | None:
+    """The span's ``gen_ai.response.id``, which evaluation results name when it is known."""
+    value = view.attributes.get("gen_ai.response.id")
+    return value if isinstance(value, str) and value else None

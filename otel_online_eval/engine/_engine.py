@@ -37,7 +37,7 @@ from otel_online_eval.rules import Rule, ScorerUse
 from otel_online_eval.scorers.base import (
     EvalInput,
 )
-from otel_online_eval.spanview import SpanView
+from otel_online_eval.spanview import EventView, SpanView
 
 __all__ = ["Engine", "EvalFuture"]
 
@@ -163,6 +163,13 @@ class Engine(SpanRules, UnitRules, Readings):
             self._start_workers()
 
     # -- the caller's side -------------------------------------------------------------------
+
+    def submit_record(self, event: EventView, trace_id: int, span_id: int) -> None:
+        """Queue a log record that belongs to span ``span_id`` of ``trace_id`` (an event in
+        OpenTelemetry's sense: the GenAI instrumentations' prompts and answers) to be joined
+        to that span; never blocks, never raises.
+        """
+        self._joins.offer(event, trace_id, span_id)
 
     def submit(self, payload: Any, route: Route, hash_: int) -> None:
         """Queue a span for evaluation; never blocks, never raises.

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from otel_online_eval.emit import ScorerRun, Target
-from otel_online_eval.engine._core import EngineCore, Item, link_to, rule_attrs
+from otel_online_eval.engine._core import EngineCore, Item, link_to, response_id, rule_attrs
 from otel_online_eval.genai import CONTENT_CAPTURE_HINT, no_content
 from otel_online_eval.rules import Rule
 from otel_online_eval.scorers.base import EvalInput
@@ -181,7 +181,12 @@ class SpanRules(EngineCore):
         start: int,
     ) -> None:
         target = Target(
-            view.trace_id, view.span_id, link_to(view), self.emitter.resource_of(view), view.name
+            view.trace_id,
+            view.span_id,
+            link_to(view),
+            self.emitter.resource_of(view),
+            view.name,
+            response_id=response_id(view),
         )
         self.emitter.emit(
             target, rule.name, runs, sampled_out, start, time.time_ns(), rule_attrs(rule)

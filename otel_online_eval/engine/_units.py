@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_online_eval.emit import ScorerRun, Target
-from otel_online_eval.engine._core import EngineCore, link_to, rule_attrs
+from otel_online_eval.engine._core import EngineCore, link_to, response_id, rule_attrs
 from otel_online_eval.engine._deciding import (
     decide_trace,
     decide_turn,
@@ -218,6 +218,7 @@ class UnitRules(EngineCore):
             self.emitter.resource_of(anchor),
             anchor.name,
             ((replaced, "supersedes"),) if replaced is not None else (),
+            response_id(anchor),
         )
         attrs: dict[str, Any] = {
             "online_eval.scope": "trace",

@@ -30,6 +30,11 @@ An empty variable counts as unset. The rules are the SDK exporters' (OTLP gRPC a
   ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, ``OTEL_BSP_EXPORT_TIMEOUT`` (whole numbers; ms), then
   2048 spans, 5000 ms, 512 spans, 30000 ms.
 
+**Logs** (``signal="logs"``: the sidecar forwards log requests and exports evaluation results
+as log records over the same connection): every ``TRACES_`` variable above is read as
+``LOGS_``, and the HTTP URL ends in ``/v1/logs``; a config URL ending in ``/v1/traces`` has
+that suffix swapped, and one with another path is an error (its logs URL is unknown).
+
 Where the SDK logs a bad value and goes on with its default (a timeout or an ``OTEL_BSP_*``
 value that is not a number, an unknown compression, a header entry it cannot parse) or reads it
 as false (an ``INSECURE`` that is neither ``true`` nor ``false``), this raises a
@@ -51,24 +56,6 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
     OTEL_BSP_MAX_QUEUE_SIZE,
     OTEL_BSP_SCHEDULE_DELAY,
-    OTEL_EXPORTER_OTLP_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_CLIENT_KEY,
-    OTEL_EXPORTER_OTLP_COMPRESSION,
-    OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_EXPORTER_OTLP_HEADERS,
-    OTEL_EXPORTER_OTLP_INSECURE,
-    OTEL_EXPORTER_OTLP_PROTOCOL,
-    OTEL_EXPORTER_OTLP_TIMEOUT,
-    OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
-    OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-    OTEL_EXPORTER_OTLP_TRACES_INSECURE,
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
 from opentelemetry.util.re import parse_env_headers
 
@@ -93,30 +80,32 @@ __all__ = [
     "resolve_otlp",
     "resolve_protocol",
     "resolve_tls",
+    "Signal",
 ]
 
 Protocol = Literal["grpc", "http/protobuf"]
+Signal = Literal["traces", "logs"]
 T = TypeVar("T")
 Env = Mapping[str, str]
 
 _GRPC_DEFAULT = "http://localhost:4317"
 _HTTP_DEFAULT = "http://localhost:4318"
-_TRACES_PATH = "/v1/traces"
 _DEFAULT_TIMEOUT_S = 10.0
 
-# (the signal's variable, the general one) for each setting.
-_PROTOCOL = (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
-_HEADERS = (OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_HEADERS)
-_TIMEOUT = (OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT)
-_COMPRESSION = (OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION)
-_TLS_ENV: dict[str, tuple[str, str]] = {
-    "certificate_file": (OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE),
-    "client_certificate_file": (
-        OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
-        OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
-    ),
-    "client_key_file": (OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY, OTEL_EXPORTER_OTLP_CLIENT_KEY),
+_SIGNAL_PATHS = {"traces": "/v1/traces", "logs": "/v1/logs"}
+_TLS_KEYS = {
+    "certificate_file": "CERTIFICATE",
+    "client_certificate_file": "CLIENT_CERTIFICATE",
+    "client_key_file": "CLIENT_KEY",
 }
+
+
+def _vars(signal: Signal, key: str) -> tuple[str, str]:
+    """(the signal's variable, the general one) for a setting, e.g. ``ENDPOINT``: the SDK's
+    names, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    return f"OTEL_EXPORTER_OTLP_{signal.upper()}_{key}", f"OTEL_EXPORTER_OTLP_{key}"
+
+
 _BATCH_ENV = {
     "max_queue_size": OTEL_BSP_MAX_QUEUE_SIZE,
     "schedule_delay_ms": OTEL_BSP_SCHEDULE_DELAY,
@@ -184,7 +173,10 @@ def _error(path: str, message: str) -> ConfigError:
 
 
 def resolve_protocol(
-    cfg: OtlpExportConfig, environ: Env | None = None, path: str = "export.otlp"
+    cfg: OtlpExportConfig,
+    environ: Env | None = None,
+    path: str = "export.otlp",
+    signal: Signal = "traces",
 ) -> Protocol:
     """The protocol ``cfg`` exports with: its own, else the environment's, else ``grpc``.
 
@@ -193,7 +185,7 @@ def resolve_protocol(
     """
     if cfg.protocol is not None:
         return cfg.protocol
-    found = _first(os.environ if environ is None else environ, _PROTOCOL)
+    found = _first(os.environ if environ is None else environ, _vars(signal, "PROTOCOL"))
     if found is None:
         return "grpc"
     name, value = found
@@ -206,7 +198,10 @@ def resolve_protocol(
 
 
 def resolve_otlp(
-    cfg: OtlpExportConfig, environ: Env | None = None, path: str = "export.otlp"
+    cfg: OtlpExportConfig,
+    environ: Env | None = None,
+    path: str = "export.otlp",
+    signal: Signal = "traces",
 ) -> OtlpTarget:
     """Resolve an ``otlp:`` config (export or forward) as the SDK exporters do, environment
     included, and read its TLS client files.
@@ -215,6 +210,9 @@ def resolve_otlp(
         cfg: the ``otlp:`` config.
         environ: the environment (``os.environ`` when None).
         path: the config path errors are reported under.
+        signal: ``traces``, or ``logs`` for the same connection's logs endpoint: the
+            ``OTEL_EXPORTER_OTLP_LOGS_*`` variables, and an HTTP URL ending ``/v1/logs``
+            (a config URL ending ``/v1/traces`` has that suffix swapped).
 
     Raises:
         ConfigError: a bad ``OTEL_EXPORTER_OTLP_*`` value (named with its variable), an
@@ -231,14 +229,14 @@ def resolve_otlp(
             issues.extend(exc.issues)
             return None
 
-    compression = attempt(lambda: _compression(cfg, env, path))
-    timeout_s = attempt(lambda: _timeout(cfg, env, path))
-    protocol = attempt(lambda: resolve_protocol(cfg, env, path))
+    compression = attempt(lambda: _compression(cfg, env, path, signal))
+    timeout_s = attempt(lambda: _timeout(cfg, env, path, signal))
+    protocol = attempt(lambda: resolve_protocol(cfg, env, path, signal))
     headers, where, tls = None, None, None
     if protocol is not None:
-        headers = attempt(lambda: _headers(cfg, env, protocol, path))
-        where = attempt(lambda: _where(cfg, env, protocol, path))
-        tls = attempt(lambda: resolve_tls(cfg, where[2], env, path)) if where else None
+        headers = attempt(lambda: _headers(cfg, env, protocol, path, signal))
+        where = attempt(lambda: _where(cfg, env, protocol, path, signal))
+        tls = attempt(lambda: resolve_tls(cfg, where[2], env, path, signal)) if where else None
     if issues:
         raise ConfigError(issues)
     assert protocol is not None and where is not None and headers is not None
@@ -247,18 +245,18 @@ def resolve_otlp(
 
 
 def _where(
-    cfg: OtlpExportConfig, env: Env, protocol: str, path: str
+    cfg: OtlpExportConfig, env: Env, protocol: str, path: str, signal: Signal
 ) -> tuple[str, bool, str | None]:
     """(endpoint, insecure, why it is plaintext or None)."""
     if protocol == "grpc":
-        return _grpc_endpoint(cfg, env, path)
-    endpoint = _http_endpoint(cfg, env, path)
+        return _grpc_endpoint(cfg, env, path, signal)
+    endpoint = _http_endpoint(cfg, env, path, signal)
     insecure = not endpoint.startswith("https://")
     return endpoint, insecure, f"the endpoint is {endpoint!r}" if insecure else None
 
 
 def _endpoint_value(
-    cfg: OtlpExportConfig, env: Env, protocol: str, path: str
+    cfg: OtlpExportConfig, env: Env, protocol: str, path: str, signal: Signal
 ) -> tuple[str, str | None]:
     """(the endpoint, the variable it came from or None), checked for ``protocol``."""
     if cfg.endpoint is not None:
@@ -269,7 +267,7 @@ def _endpoint_value(
                 f"{problem} (protocol {protocol}, from the environment or the default)",
             )
         return cfg.endpoint, None
-    for name in (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
+    for name in _vars(signal, "ENDPOINT"):
         value = env.get(name, "").strip()
         if value:
             problem = endpoint_problem(value, protocol)
@@ -279,9 +277,12 @@ def _endpoint_value(
     return (_GRPC_DEFAULT if protocol == "grpc" else _HTTP_DEFAULT), None
 
 
-def _grpc_endpoint(cfg: OtlpExportConfig, env: Env, path: str) -> tuple[str, bool, str | None]:
+def _grpc_endpoint(
+    cfg: OtlpExportConfig, env: Env, path: str, signal: Signal
+) -> tuple[str, bool, str | None]:
     """(host:port, insecure, why it is plaintext or None) for gRPC, in the SDK's order."""
-    endpoint, source = _endpoint_value(cfg, env, "grpc", path)
+    endpoint, source = _endpoint_value(cfg, env, "grpc", path, signal)
+    own_insecure, any_insecure = _vars(signal, "INSECURE")
     scheme = urlsplit(endpoint).scheme if "://" in endpoint else ""
     insecure, why = cfg.insecure, "insecure is true"
     if insecure is not None and source is not None and scheme:
@@ -292,13 +293,13 @@ def _grpc_endpoint(cfg: OtlpExportConfig, env: Env, path: str) -> tuple[str, boo
     if insecure is None and any(getattr(cfg, key) is not None for key in TLS_FIELDS):
         insecure = False  # the config's TLS files mean TLS
     if insecure is None:
-        insecure = _env_bool(env, OTEL_EXPORTER_OTLP_TRACES_INSECURE, path)
-        why = f"{OTEL_EXPORTER_OTLP_TRACES_INSECURE} is true"
+        insecure = _env_bool(env, own_insecure, path)
+        why = f"{own_insecure} is true"
     if scheme == "https":
         insecure = False  # https:// is TLS, whatever INSECURE says (as the SDK)
     if insecure is None:
-        insecure = _env_bool(env, OTEL_EXPORTER_OTLP_INSECURE, path)
-        why = f"{OTEL_EXPORTER_OTLP_INSECURE} is true"
+        insecure = _env_bool(env, any_insecure, path)
+        why = f"{any_insecure} is true"
     if insecure is None:
         insecure = scheme == "http"  # and a bare host:port is TLS (as the SDK)
         why = f"the endpoint is {endpoint!r}"
@@ -307,16 +308,27 @@ def _grpc_endpoint(cfg: OtlpExportConfig, env: Env, path: str) -> tuple[str, boo
     return endpoint, insecure, why if insecure else None
 
 
-def _http_endpoint(cfg: OtlpExportConfig, env: Env, path: str) -> str:
-    endpoint, source = _endpoint_value(cfg, env, "http/protobuf", path)
-    if source == OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:
+def _http_endpoint(cfg: OtlpExportConfig, env: Env, path: str, signal: Signal) -> str:
+    endpoint, source = _endpoint_value(cfg, env, "http/protobuf", path, signal)
+    own = _SIGNAL_PATHS[signal]
+    if source == _vars(signal, "ENDPOINT")[0]:
         return endpoint  # the signal's own URL, as it is
     if cfg.endpoint is None:  # OTEL_EXPORTER_OTLP_ENDPOINT or the default: a base URL
-        return endpoint.removesuffix("/") + _TRACES_PATH
+        return endpoint.removesuffix("/") + own
     parts = urlsplit(endpoint)
     if parts.path in ("", "/"):  # the config's URL without a path, as the Collector does
-        return parts._replace(path=_TRACES_PATH).geturl()
-    return endpoint
+        return parts._replace(path=own).geturl()
+    if signal == "traces":
+        return endpoint
+    # The config names the traces URL; the logs one is its sibling.
+    traces = _SIGNAL_PATHS["traces"]
+    if parts.path.rstrip("/").endswith(traces):
+        return parts._replace(path=parts.path.rstrip("/")[: -len(traces)] + own).geturl()
+    raise _error(
+        f"{path}.endpoint",
+        f"{endpoint!r} has a path that does not end in {traces}, so its {signal} URL is "
+        f"unknown; set {_vars(signal, 'ENDPOINT')[0]} or give a URL without a path",
+    )
 
 
 def _env_bool(env: Env, name: str, path: str) -> bool | None:
@@ -329,12 +341,12 @@ def _env_bool(env: Env, name: str, path: str) -> bool | None:
 
 
 def _headers(
-    cfg: OtlpExportConfig, env: Env, protocol: str, path: str
+    cfg: OtlpExportConfig, env: Env, protocol: str, path: str, signal: Signal
 ) -> tuple[tuple[str, str], ...]:
     own = {name.lower(): value for name, value in (cfg.headers or {}).items()}
     if own and protocol == "grpc":
         return tuple(own.items())  # the gRPC exporter: the config's replace the environment's
-    found = _first(env, _HEADERS)
+    found = _first(env, _vars(signal, "HEADERS"))
     headers = parse_headers(found[1], found[0], f"{path}.headers") if found else {}
     headers.update(own)  # the HTTP exporter: both, the config's winning
     return tuple(headers.items())
@@ -368,10 +380,10 @@ def parse_headers(text: str, name: str, path: str) -> dict[str, str]:
     return out
 
 
-def _compression(cfg: OtlpExportConfig, env: Env, path: str) -> str | None:
+def _compression(cfg: OtlpExportConfig, env: Env, path: str, signal: Signal) -> str | None:
     value: str | None = cfg.compression
     if value is None:
-        found = _first(env, _COMPRESSION)
+        found = _first(env, _vars(signal, "COMPRESSION"))
         if found is not None:
             name, value = found[0], found[1].lower()
             if value not in COMPRESSIONS:
@@ -382,10 +394,10 @@ def _compression(cfg: OtlpExportConfig, env: Env, path: str) -> str | None:
     return None if value in (None, "none") else value
 
 
-def _timeout(cfg: OtlpExportConfig, env: Env, path: str) -> float:
+def _timeout(cfg: OtlpExportConfig, env: Env, path: str, signal: Signal) -> float:
     if cfg.timeout_s is not None:
         return float(cfg.timeout_s)
-    found = _first(env, _TIMEOUT)
+    found = _first(env, _vars(signal, "TIMEOUT"))
     if found is None:
         return _DEFAULT_TIMEOUT_S
     name, raw = found
@@ -405,6 +417,7 @@ def resolve_tls(
     plaintext: str | None = None,
     environ: Env | None = None,
     path: str = "export.otlp",
+    signal: Signal = "traces",
 ) -> OtlpTls:
     """The TLS client files of ``cfg``'s connection, checked and read.
 
@@ -437,7 +450,7 @@ def resolve_tls(
         if value is not None:
             files[key] = value
             continue
-        found = _first(env, _TLS_ENV[key])
+        found = _first(env, _vars(signal, _TLS_KEYS[key]))
         if found is not None:
             files[key], source[key] = found[1], f"{found[0]}: "
     problems = tls_file_problems(files)

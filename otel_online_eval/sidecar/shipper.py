@@ -33,6 +33,7 @@ __all__ = ["SendResult", "Shipper", "make_sender"]
 logger = logging.getLogger(__name__)
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 _RETRYABLE_GRPC = {
     grpc.StatusCode.CANCELLED,
@@ -64,7 +65,7 @@ class Sender(Protocol):
 class GrpcSender:
     """Sends raw request bytes with a generic unary call: the bytes go out as they are."""
 
-    def __init__(self, target: OtlpTarget) -> None:
+    def __init__(self, target: OtlpTarget, method: str = EXPORT_METHOD) -> None:
         options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
         if target.insecure:
             self._channel = grpc.insecure_channel(target.endpoint, options=options)
@@ -75,7 +76,7 @@ class GrpcSender:
             )
             self._channel = grpc.secure_channel(target.endpoint, creds, options=options)
         self._call = self._channel.unary_unary(
-            EXPORT_METHOD, request_serializer=None, response_deserializer=None
+            method, request_serializer=None, response_deserializer=None
         )
         self._metadata = target.headers
         self._timeout = target.timeout_s
@@ -186,8 +187,12 @@ def _http_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def make_sender(target: OtlpTarget) -> Sender:
-    return GrpcSender(target) if target.protocol == "grpc" else HttpSender(target)
+def make_sender(target: OtlpTarget, signal: str = "traces") -> Sender:
+    """A sender of ``signal`` (``traces`` or ``logs``) export requests to ``target`` (resolved
+    for that signal: an HTTP target's URL is the signal's own)."""
+    if target.protocol != "grpc":
+        return HttpSender(target)
+    return GrpcSender(target, LOGS_EXPORT_METHOD if signal == "logs" else EXPORT_METHOD)
 
 
 @dataclass
