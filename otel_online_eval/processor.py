@@ -32,6 +32,7 @@ from otel_online_eval._batch import build_batcher
 from otel_online_eval.config import EngineConfig, OnlineEvalConfig, load_config, parse_config
 from otel_online_eval.emit import Emitter, EvalResult, Target
 from otel_online_eval.engine import Engine, EngineStats, EvalFuture
+from otel_online_eval.logfeed import LogRecordFeed
 from otel_online_eval.rules import (
     LOCAL_PARENT,
     NO_PARENT,
@@ -116,6 +117,9 @@ class OnlineEvalSpanProcessor(SpanProcessor):
             size_of=held_size,
             local_roots=True,
         )
+        self.log_processor = LogRecordFeed(self._engine)
+        """Add it to the app's ``LoggerProvider``: log records of spans (GenAI events) are
+        joined to their spans (``logger_provider.add_log_record_processor(...)``)."""
         router = self._engine.router
         self._cache = router.cache
         self._route = router.route
