@@ -17,6 +17,12 @@ exactly one exporter and, optionally, the batching parameters::
         client_key_file: client.key          #   both or neither
       batch: {max_queue_size: 2048, schedule_delay_ms: 5000,
               max_export_batch_size: 512, export_timeout_ms: 30000}
+      phoenix:                   # beside the exporter: each score as a Phoenix span annotation
+        endpoint: http://127.0.0.1:6006   # Phoenix's base URL (a path prefix is kept)
+        api_key: "${env:PHOENIX_API_KEY}" # optional: Authorization: Bearer <key>
+        project: default         # the project the scored spans are in (default "default")
+        timeout_s: 10            # per HTTP request
+        max_queue_size: 2048     # annotations waiting; more are dropped and counted
 
 Every field left out stays ``None`` here; :mod:`otel_online_eval.export.resolve` fills it from
 the standard environment variables (``OTEL_EXPORTER_OTLP_TRACES_*``, then ``OTEL_EXPORTER_OTLP_*``,
@@ -57,6 +63,7 @@ __all__ = [
     "ExportConfig",
     "FileExportConfig",
     "OtlpExportConfig",
+    "PhoenixExportConfig",
     "endpoint_problem",
     "header_value_problem",
     "read_export_config",
@@ -152,6 +159,34 @@ class FileExportConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PhoenixExportConfig:
+    """Write each score as an Arize Phoenix span annotation on the scored span, beside the eval
+    spans (which still go through the exporter); see :mod:`otel_online_eval.sinks.phoenix`.
+
+    Attributes:
+        endpoint: Phoenix's base URL, ``http(s)://host[:port][/prefix]``; annotations are
+            POSTed to ``<endpoint>/v1/span_annotations``.
+        api_key: sent as ``Authorization: Bearer <api_key>``; None (or empty in YAML) for a
+            Phoenix without auth.
+        project: the Phoenix project the scored spans are in (Phoenix keys an annotation by
+            span id alone; the project is named in logs and in the links to look at).
+        timeout_s: the longest one HTTP request may take.
+        max_queue_size: annotations waiting to be sent; more are dropped and counted.
+    """
+
+    endpoint: str
+    api_key: str | None = None
+    project: str = "default"
+    timeout_s: float = 10.0
+    max_queue_size: int = 2048
+
+    def __post_init__(self) -> None:
+        problems = _phoenix_problems(**_fields(self))
+        if problems:
+            raise ValueError("; ".join(f"phoenix.{key}: {msg}" for key, msg in problems))
+
+
+@dataclass(frozen=True, slots=True)
 class BatchConfig:
     """The batching in front of the exporter (the SDK's ``BatchSpanProcessor`` parameters,
     with the same meaning in the sidecar). Each field left ``None`` is resolved from
@@ -181,7 +216,9 @@ class BatchConfig:
 
 @dataclass(frozen=True, slots=True)
 class ExportConfig:
-    """The ``export:`` section: one exporter (``otlp``, ``console`` or ``file``) and batching.
+    """The ``export:`` section: one exporter (``otlp``, ``console`` or ``file``), batching, and
+    optionally ``phoenix``, where scores also go as span annotations (not an exporter: it sits
+    beside the one chosen).
 
     With no exporter given, ``otlp`` is chosen with every field unset, i.e. the standard OTLP
     environment variables decide: ``ExportConfig()`` is "export like the SDK would".
@@ -194,6 +231,7 @@ class ExportConfig:
     console: ConsoleExportConfig | None = None
     file: FileExportConfig | None = None
     batch: BatchConfig = field(default_factory=BatchConfig)
+    phoenix: PhoenixExportConfig | None = None
 
     def __post_init__(self) -> None:
         chosen = [kind for kind in EXPORTER_KINDS if getattr(self, kind) is not None]
@@ -386,6 +424,58 @@ def _batch_problems(
     return out
 
 
+def _phoenix_problems(
+    endpoint: Any = None,
+    api_key: Any = None,
+    project: Any = "default",
+    timeout_s: Any = 10.0,
+    max_queue_size: Any = 2048,
+) -> list[tuple[str, str]]:
+    """(field, message) for every problem of a ``phoenix:`` config (reader and dataclass)."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(endpoint, str):
+        out.append(("endpoint", f"must be a string, got {endpoint!r}"))
+    elif problem := _phoenix_endpoint_problem(endpoint):
+        out.append(("endpoint", problem))
+    if api_key is not None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            out.append(("api_key", "must be a non-empty string when given"))
+        elif problem := header_value_problem(api_key):
+            out.append(("api_key", problem))
+    if not isinstance(project, str) or not project.strip():
+        out.append(("project", f"must be a non-empty string, got {project!r}"))
+    elif any(ch in project for ch in "/?#"):
+        out.append(("project", f"must not contain '/', '?' or '#', got {project!r}"))
+    if not _positive(timeout_s):
+        out.append(("timeout_s", f"must be a number greater than 0, got {timeout_s!r}"))
+    if (
+        isinstance(max_queue_size, bool)
+        or not isinstance(max_queue_size, int)
+        or max_queue_size < 1
+    ):
+        out.append(
+            ("max_queue_size", f"must be a whole number greater than 0, got {max_queue_size!r}")
+        )
+    return out
+
+
+def _phoenix_endpoint_problem(endpoint: str) -> str | None:
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL (like http://127.0.0.1:6006), got {endpoint!r}"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return f"has an invalid port: {endpoint!r}"
+    if not parts.hostname:
+        return f"has no host: {endpoint!r}"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"must be a base URL without query, fragment or credentials, got {endpoint!r}"
+    if parts.path.rstrip("/").endswith("/v1/span_annotations"):
+        return f"is Phoenix's base URL, without /v1/span_annotations; got {endpoint!r}"
+    return None
+
+
 def _positive(value: Any) -> bool:
     return (
         not isinstance(value, bool)
@@ -433,13 +523,19 @@ def read_export_config(r: Reader) -> ExportConfig | None:
         else None
     )
     batch = _read_batch(r.sub("batch"))
+    phoenix_reader = r.sub("phoenix")
+    phoenix = (
+        _read_phoenix(phoenix_reader)
+        if r.has("phoenix") and (phoenix_reader.ok or r.raw("phoenix") is None)
+        else None
+    )
     for kind in EXPORTER_KINDS:  # known keys, for the unknown-key hint
         r.raw(kind)
     r.done()
     if len(r.issues.items) > before:
         return None
     assert batch is not None
-    return ExportConfig(otlp=otlp, console=console, file=file, batch=batch)
+    return ExportConfig(otlp=otlp, console=console, file=file, batch=batch, phoenix=phoenix)
 
 
 def read_otlp_config(r: Reader) -> OtlpExportConfig | None:
@@ -504,6 +600,26 @@ def _read_file(r: Reader) -> FileExportConfig | None:
         path = None
     r.done()
     return FileExportConfig(path) if path else None
+
+
+def _read_phoenix(r: Reader) -> PhoenixExportConfig | None:
+    before = len(r.issues.items)
+    endpoint = r.str("endpoint", required=True)
+    values: dict[str, Any] = {
+        "endpoint": endpoint,
+        # Empty (``${env:PHOENIX_API_KEY:-}`` with the variable unset) means no key.
+        "api_key": r.str("api_key") or None,
+        "project": r.str("project", "default"),
+        "timeout_s": r.number("timeout_s", 10.0),
+        "max_queue_size": r.number("max_queue_size", 2048, integer=True),
+    }
+    r.done()
+    for key, message in _phoenix_problems(**values):
+        if key != "endpoint" or endpoint is not None:  # a missing endpoint is already an issue
+            r.error(key, message)
+    if len(r.issues.items) > before:
+        return None
+    return PhoenixExportConfig(**values)
 
 
 def _read_batch(r: Reader) -> BatchConfig | None:
