@@ -4,9 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORE := $(VENV)/.core-installed
 FULL := $(VENV)/.test-installed
+# A real Arize Phoenix for the span-annotation tests (tests/phoenix_server.py), in a virtualenv
+# of its own: its dependencies never meet the project's.
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION := 20.26.1
+PHOENIX := $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
 NODE_PROJECTS := tests/node tests/instrumentation/vercel_ai
 
-.PHONY: demo test lint typecheck bench fuzz system-deps clean
+.PHONY: demo test lint typecheck bench fuzz system-deps phoenix clean
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +20,9 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 # Everything the suite runs against: dev tools, the optional extras (tested for real), the
-# instrumentation libraries and agent frameworks, the Node SDKs, and Chromium for the HTML report
-# test.
-$(FULL): $(CORE) pyproject.toml $(foreach p,$(NODE_PROJECTS),$(p)/package-lock.json)
+# instrumentation libraries and agent frameworks, the Node SDKs, Phoenix, and Chromium for the
+# HTML report test.
+$(FULL): $(CORE) pyproject.toml $(foreach p,$(NODE_PROJECTS),$(p)/package-lock.json) | $(PHOENIX)
 	# torch's CPU build first (a local wheel on this kind of machine), else pip takes a CUDA one.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m pip install -q -e '.[dev,fuzz,instrumentation-tests,agent-tests,autoevals,embeddings]'
@@ -26,6 +31,17 @@ $(FULL): $(CORE) pyproject.toml $(foreach p,$(NODE_PROJECTS),$(p)/package-lock.j
 	for p in $(NODE_PROJECTS); do npm --prefix $$p ci --no-audit --no-fund --loglevel=error || exit 1; done
 	$(MAKE) system-deps
 	touch $(FULL)
+
+# Order-only above: (re)building Phoenix does not reinstall .venv, and a missing one (or a new
+# PHOENIX_VERSION) is rebuilt.
+$(PHOENIX):
+	rm -rf $(PHOENIX_VENV)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $(PHOENIX)
+
+phoenix: $(PHOENIX)
 
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -60,4 +76,4 @@ fuzz: $(FULL)
 	@if ls fuzz/crashes/* >/dev/null 2>&1; then echo "crashing inputs in fuzz/crashes/"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(foreach p,$(NODE_PROJECTS),$(p)/node_modules)
+	rm -rf $(VENV) $(PHOENIX_VENV) build *.egg-info $(foreach p,$(NODE_PROJECTS),$(p)/node_modules)

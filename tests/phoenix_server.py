@@ -147,6 +147,6 @@ class PhoenixServer:
 @pytest.fixture(scope="session")
 def phoenix() -> Iterator[PhoenixServer]:
     if not PHOENIX_BIN.exists():
-        pytest.skip(f"{PHOENIX_BIN} is missing: `make test` (or `make .venv-phoenix`) builds it")
+        pytest.skip(f"{PHOENIX_BIN} is missing: `make test` (or `make phoenix`) builds it")
     with tempfile.TemporaryDirectory(prefix="phoenix-") as tmp, PhoenixServer(Path(tmp)) as px:
         yield px
