@@ -20,7 +20,7 @@ annotations the newest are dropped and counted as ``queue_full``). A thread of t
 own gathers what waits into requests of up to ``max_batch_size`` annotations, at once when a
 batch is full, else after ``schedule_delay_s``, and hands them to a
 :class:`~otel_online_eval.sidecar.shipper.Shipper` (a bounded buffer and a sender thread, as
-for OTLP): 5xx, 429 and connection errors are retried with exponential backoff and full
+for OTLP): 5xx, 408, 429 and connection errors are retried with exponential backoff and full
 jitter (``Retry-After`` honoured) for up to ``retry.max_elapsed_s``; other answers drop the
 request, counted as ``failed``.
 
@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PATH = "/v1/span_annotations"
 ANNOTATOR_KINDS = ("LLM", "CODE", "HUMAN")
 DEFAULT_RETRY = RetryConfig(initial_backoff_s=0.25, max_backoff_s=5.0, max_elapsed_s=60.0)
-_RETRYABLE = {408, 429, 500, 502, 503, 504}
+_RETRYABLE = {408, 429}  # and every 5xx
 _MISSING = re.compile(r"Spans with IDs (.*) do not exist", re.DOTALL)
 _SPAN_ID = re.compile(r"\b[0-9a-f]{16}\b")
 _SHIPPER_BYTES = 8 * 1024 * 1024
@@ -197,7 +197,7 @@ class PhoenixSender:
             return self._split(body, missing)
         return SendResult(
             False,
-            response.status_code in _RETRYABLE,
+            response.status_code in _RETRYABLE or response.status_code >= 500,
             _retry_after(response.headers.get("Retry-After")),
             f"HTTP {response.status_code}: {response.text[:200]}",
         )
