@@ -5,9 +5,12 @@ reach Phoenix after their scores, Phoenix down, and config errors."""
 
 from __future__ import annotations
 
+import json
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +328,54 @@ def test_a_full_queue_drops_and_shutdown_keeps_its_deadline() -> None:
     assert sum(counts.dropped.values()) == 33
     assert counts.dropped["queue_full"] == 20
     assert counts.dropped["shutdown"] >= 3  # the late write, and what was still queued
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 (Retry-After: 0) to the first two POSTs, then 200; records each body."""
+
+    bodies: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).bodies.append({"path": self.path, "auth": self.headers["Authorization"], **body})
+        ok = len(type(self).bodies) > 2
+        self.send_response(200 if ok else 503)
+        if not ok:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", "11")
+        self.end_headers()
+        self.wfile.write(b'{"data":[]}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_batches_are_retried_after_a_5xx() -> None:
+    _Flaky.bodies = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sink = PhoenixSink(
+        f"http://127.0.0.1:{server.server_address[1]}/prefix/",
+        api_key="px-key",
+        schedule_delay_s=0.2,
+        max_batch_size=100,
+    )
+    try:
+        for i in range(5):
+            sink.write(evaluation_of(i + 1, eval_span_id=i + 1))
+        assert sink.force_flush(10_000)
+    finally:
+        sink.shutdown(1000)
+        server.shutdown()
+        server.server_close()
+    first, second, third = _Flaky.bodies  # one batch of all 15, sent three times
+    assert first == second == third
+    assert len(first["data"]) == 15
+    assert first["path"] == "/prefix/v1/span_annotations?sync=true"
+    assert first["auth"] == "Bearer px-key"
+    counts = sink.export_counts()
+    assert (counts.scheduled, counts.exported, dict(counts.dropped)) == (15, 15, {})
 
 
 def test_annotations_of_an_evaluation() -> None:
