@@ -8,7 +8,7 @@ whole or raises :class:`~otel_online_eval.ConfigError`; it is never half-loaded.
 
 Sections::
 
-    extract:  {presets: [genai]}                   where input/output are read from
+    extract:  {presets: [genai], join_s}           where input/output are read from
     scorers:  {NAME: {type: ..., timeout_s, scale, bulkhead, ...type options}}
     rules:    [{name, description, scope, filter, sampling, sampling_seed, apply_to, scorers,
                 completion, late, on_incomplete}]   (the last three: trace rules only)
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +60,21 @@ class ExtractConfig:
         output: the same for the output.
         input_text: what the ``input`` text is: ``last_user`` (the last user message) or
             ``conversation`` (every input message, one ``role: text`` line each).
+        join_s: how long a log record of a span (an OpenTelemetry event: the GenAI
+            instrumentations' prompts and answers in event mode) waits for its span to be
+            evaluated with it.
     """
 
     presets: tuple[str, ...] | None = None
     input: tuple[str, ...] = ()
     output: tuple[str, ...] = ()
     input_text: str = "last_user"
+    join_s: float = 2.0
 
     @property
     def is_default(self) -> bool:
-        """True when nothing is configured (views may then extract with the defaults)."""
-        return self == ExtractConfig()
+        """True when views may extract with the defaults (``join_s`` is not the views')."""
+        return replace(self, join_s=2.0) == ExtractConfig()
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def _read_extract(r: Reader) -> ExtractConfig:
     presets = r.str_list("presets")
     keys = {side: r.str_list(side, allow_scalar=True) for side in ("input", "output")}
     input_text = r.choice("input_text", INPUT_TEXT_MODES, default="last_user")
+    join_s = r.number("join_s", 2.0, lo=0, hi=600)
     r.done()
     for side, names in keys.items():
         for i, key in enumerate(names or ()):
@@ -172,6 +177,7 @@ def _read_extract(r: Reader) -> ExtractConfig:
         tuple(keys["input"] or ()),
         tuple(keys["output"] or ()),
         input_text,
+        float(join_s),
     )
 
 

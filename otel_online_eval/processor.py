@@ -45,6 +45,7 @@ from otel_online_eval.rules import (
 )
 from otel_online_eval.sampling import shared_hash
 from otel_online_eval.scorers.base import EvalInput
+from otel_online_eval.sinks import build_score_sinks
 from otel_online_eval.spanview import SdkSpanView
 
 __all__ = ["OnlineEvalSpanProcessor", "evaluate"]
@@ -109,13 +110,14 @@ class OnlineEvalSpanProcessor(SpanProcessor):
         extraction = config.extract
         self._engine = Engine(
             all_rules,
-            Emitter(span_processor),
+            Emitter(span_processor, build_score_sinks(config.export)),
             SdkSpanView if extraction.is_default else (lambda s: SdkSpanView(s, extraction)),
             engine or config.engine,
             meter_provider,
             trace_id_of=_trace_id,
             size_of=held_size,
             local_roots=True,
+            join_s=extraction.join_s,
         )
         self.log_processor = LogRecordFeed(self._engine)
         """Add it to the app's ``LoggerProvider``: log records of spans (GenAI events) are

@@ -52,6 +52,7 @@ class SpanView:
 
     __slots__ = (
         "_genai",
+        "_joined",
         "_presets",
         "end_time_ns",
         "kind",
@@ -85,6 +86,7 @@ class SpanView:
         settings (``ExtractConfig``); None for the defaults."""
         self._genai: GenAIFields | None = None
         self._presets = presets
+        self._joined: tuple[EventView, ...] = ()
 
     @property
     def attributes(self) -> Mapping[str, Any]:
@@ -136,6 +138,13 @@ class SpanView:
     @property
     def parent_span_id_hex(self) -> str | None:
         return None if self.parent_span_id is None else f"{self.parent_span_id:016x}"
+
+    def join(self, records: Sequence[EventView]) -> None:
+        """Add log records of this span (OpenTelemetry events, from the logs signal) after its
+        own events: :attr:`events`, and the GenAI fields read from them, include them."""
+        if records:
+            self._joined += tuple(records)
+            self._genai = None
 
     @property
     def genai(self) -> GenAIFields:
@@ -198,9 +207,10 @@ class SdkSpanView(SpanView):
 
     @property
     def events(self) -> Sequence[EventView]:
-        return tuple(
+        own = tuple(
             EventView(e.name, e.timestamp, e.attributes or _EMPTY) for e in self._span.events
         )
+        return own + self._joined if self._joined else own
 
     @property
     def links(self) -> Sequence[LinkView]:

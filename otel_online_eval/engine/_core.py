@@ -21,6 +21,7 @@ from otel_online_eval.assembly import Turn
 from otel_online_eval.emit import EvalSink
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._counts import RuleCounts
+from otel_online_eval.engine._joins import JoinStore
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
 from otel_online_eval.engine._traces import (
@@ -56,6 +57,7 @@ class EngineCore:
     router: Router
     emitter: EvalSink
     _make_view: Callable[[Any], SpanView | None]
+    _joins: JoinStore
     _trace_id_of: Callable[[Any], int] | None
     _size_of: Callable[[Any], int]
     _counts: dict[str, RuleCounts]

@@ -23,6 +23,7 @@ from otel_online_eval.emit import EvalResult, EvalSink, Target
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._core import Item, Marker
 from otel_online_eval.engine._counts import RuleCounts
+from otel_online_eval.engine._joins import JoinStore
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
 from otel_online_eval.engine._spans import SpanRules
@@ -73,6 +74,7 @@ class Engine(SpanRules, UnitRules, Readings):
             ``engine.assembly.max_bytes`` (1 KiB each when None).
         local_roots: a span whose parent is remote is its trace's root for trace rules (the
             in-process door: the caller's spans never reach this process).
+        join_s: how long a log record given to :meth:`submit_record` waits for its span.
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class Engine(SpanRules, UnitRules, Readings):
         trace_id_of: Callable[[Any], int] | None = None,
         size_of: Callable[[Any], int] | None = None,
         local_roots: bool = False,
+        join_s: float = 2.0,
     ) -> None:
         self.config = config or EngineConfig()
+        self._join_s = join_s
         self.router = Router(rules)
         self.emitter = emitter
         self._make_view = make_view
@@ -112,6 +116,7 @@ class Engine(SpanRules, UnitRules, Readings):
             os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
 
     def _start_workers(self) -> None:
+        self._joins = JoinStore(self._join_s)
         self._queue: deque[Item | Marker] = deque()
         self._wake_pending = False
         self._ticking = False

@@ -34,6 +34,8 @@ class SpanRules(EngineCore):
             return None
         if view is None:  # an eval span, in the sidecar: never evaluated, not selected
             route.ignored.add()
+            return None
+        view.join(self._joins.take(view.trace_id, view.span_id))
         return view
 
     def _process_inline(self, item: Item) -> None:

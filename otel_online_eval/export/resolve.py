@@ -75,12 +75,12 @@ __all__ = [
     "DEFAULT_BATCH",
     "BatchSettings",
     "OtlpTarget",
+    "Signal",
     "parse_headers",
     "resolve_batch",
     "resolve_otlp",
     "resolve_protocol",
     "resolve_tls",
-    "Signal",
 ]
 
 Protocol = Literal["grpc", "http/protobuf"]

@@ -131,10 +131,11 @@ class ProtoSpanView(SpanView):
 
     @property
     def events(self) -> Sequence[EventView]:
-        return tuple(
+        own = tuple(
             EventView(e.name, e.time_unix_nano, decode_attributes(e.attributes))
             for e in self._span.events
         )
+        return own + self._joined if self._joined else own
 
     @property
     def links(self) -> Sequence[LinkView]:

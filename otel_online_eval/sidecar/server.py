@@ -49,6 +49,7 @@ from otel_online_eval.sidecar.http_server import HttpReceiver
 from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
 from otel_online_eval.sidecar.prometheus import Family, exposition, families
 from otel_online_eval.sidecar.shipper import Shipper, ShipperStats, make_sender
+from otel_online_eval.sinks import build_score_sinks
 
 __all__ = ["Sidecar"]
 
@@ -88,7 +89,8 @@ def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -
     """
     export = config.export or ExportConfig()
     if exporter is not None or export.kind != "otlp":
-        return Emitter(build_batcher(export, exporter))  # counts what it exports and drops
+        # counts what it exports and drops
+        return Emitter(build_batcher(export, exporter), build_score_sinks(export))
     batch = resolve_batch(export.batch)
     target = resolve_otlp(export.otlp or OtlpExportConfig(), path="export.otlp")
     shipper = Shipper("export", make_sender(target), _EXPORT_BUFFER_BYTES, RetryConfig())
@@ -97,6 +99,7 @@ def build_sink(config: OnlineEvalConfig, exporter: SpanExporter | None = None) -
         batch.schedule_delay_ms / 1000,
         batch.max_export_batch_size,
         batch.max_queue_size,
+        build_score_sinks(export),
     )
 
 
@@ -179,6 +182,7 @@ class Sidecar:
             make_view,
             config.engine,
             size_of=_received_size,
+            join_s=config.extract.join_s,
         )
 
     def start(self) -> None:
