@@ -54,7 +54,7 @@ demo: $(CORE)
 test: $(FULL)
 	$(BIN)/ruff check otel_online_eval tests examples benchmarks fuzz
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	OE_REQUIRE_PHOENIX=1 $(BIN)/python -m pytest -q
 
 lint: $(FULL)
 	$(BIN)/ruff check otel_online_eval tests examples benchmarks fuzz

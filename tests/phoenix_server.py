@@ -6,7 +6,8 @@ database in a temporary directory; waited for (bounded), killed at the end::
         phoenix.otlp_url            # http://127.0.0.1:<port>/v1/traces
         phoenix.span_annotations(["<span id>"])
 
-The ``phoenix`` fixture (one server per test session) skips when ``.venv-phoenix`` is missing.
+The ``phoenix`` fixture (one server per test session) skips when ``.venv-phoenix`` is missing,
+and fails then under ``make test`` (``OE_REQUIRE_PHOENIX=1``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class PhoenixServer:
 @pytest.fixture(scope="session")
 def phoenix() -> Iterator[PhoenixServer]:
     if not PHOENIX_BIN.exists():
-        pytest.skip(f"{PHOENIX_BIN} is missing: `make test` (or `make phoenix`) builds it")
+        missing = f"{PHOENIX_BIN} is missing: `make test` (or `make phoenix`) builds it"
+        if os.environ.get("OE_REQUIRE_PHOENIX"):  # make test: a missing Phoenix is a failure
+            pytest.fail(missing)
+        pytest.skip(missing)
     with tempfile.TemporaryDirectory(prefix="phoenix-") as tmp, PhoenixServer(Path(tmp)) as px:
         yield px
