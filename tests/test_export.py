@@ -711,7 +711,10 @@ _ONE_OF = "expected one of: grpc, http/protobuf"
         ("otlp", ["export: must be a mapping, got a string"]),
         (
             {"otlp": {}, "extra": 1},
-            ["export.extra: unknown key 'extra'; expected one of: batch, console, file, otlp"],
+            [
+                "export.extra: unknown key 'extra'; "
+                "expected one of: batch, console, file, otlp, phoenix"
+            ],
         ),
         (
             {"otlp": {"endpont": "c:4317"}},
@@ -856,7 +859,7 @@ _ONE_OF = "expected one of: grpc, http/protobuf"
                 f"export.otlp.protocol: unknown value 'udp'; {_ONE_OF}",
                 "export.otlp.compression: unknown value 'zstd'; expected one of: gzip, none",
                 "export.otlp.timeout_s: must be a number greater than 0, got -1",
-                "export.x: unknown key 'x'; expected one of: batch, console, file, otlp",
+                "export.x: unknown key 'x'; expected one of: batch, console, file, otlp, phoenix",
             ],
         ),
     ],
