@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from otel_online_eval._validate import Reader
 from otel_online_eval.export.tls import TLS_FIELDS, tls_file_problems
@@ -270,12 +270,8 @@ def endpoint_problem(endpoint: str, protocol: str | None) -> str | None:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https"):
         return f"unknown scheme {parts.scheme!r} in {endpoint!r}; expected http or https"
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return f"has an invalid port: {endpoint!r}"
-    if not parts.hostname:
-        return f"has no host: {endpoint!r}"
+    if (problem := _host_port_problem(parts, endpoint)) is not None:
+        return problem
     if protocol == "grpc" and parts.path not in ("", "/"):
         return f"a gRPC endpoint has no path; got {parts.path!r} in {endpoint!r}"
     return None
@@ -459,16 +455,23 @@ def _phoenix_problems(
     return out
 
 
-def _phoenix_endpoint_problem(endpoint: str) -> str | None:
-    parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL (like http://127.0.0.1:6006), got {endpoint!r}"
+def _host_port_problem(parts: SplitResult, endpoint: str) -> str | None:
+    """What is wrong with a URL's port or host, if anything."""
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         return f"has an invalid port: {endpoint!r}"
     if not parts.hostname:
         return f"has no host: {endpoint!r}"
+    return None
+
+
+def _phoenix_endpoint_problem(endpoint: str) -> str | None:
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL (like http://127.0.0.1:6006), got {endpoint!r}"
+    if (problem := _host_port_problem(parts, endpoint)) is not None:
+        return problem
     if parts.query or parts.fragment or parts.username or parts.password:
         return f"must be a base URL without query, fragment or credentials, got {endpoint!r}"
     if parts.path.rstrip("/").endswith("/v1/span_annotations"):
