@@ -18,6 +18,9 @@ identities between them are in ``docs/metrics.md``:
 - ``online_eval.spans.no_content`` {rule}: sampled spans that look like a GenAI operation but
   carry no prompt or answer (content capture off); also in ``filtered_out`` or ``evals``.
 - ``online_eval.evals`` {rule}: evaluations finished and handed to the exporter.
+- ``online_eval.logs.records`` {outcome}: log records of spans given to the join:
+  ``joined`` (taken by their span), ``expired`` (no span within ``extract.join_s``),
+  ``dropped`` (pushed out by the cap); ``online_eval.logs.joined_spans``: spans that took any.
 - ``online_eval.scores`` {rule, scorer, outcome}: scorer runs: ``ok``, ``error``, ``timeout``,
   ``skipped``, ``sampled_out``.
 - ``online_eval.scores.skipped`` {rule, scorer, reason}: the skipped ones by reason: ``busy``
@@ -124,6 +127,18 @@ METRICS: dict[str, MetricSpec] = {
             "counter",
             "{span}",
             "Sampled spans that look like a GenAI operation but carry no prompt or answer",
+        ),
+        MetricSpec(
+            "online_eval.logs.records",
+            "counter",
+            "{record}",
+            "Log records of spans given to the join, by outcome: joined, expired, dropped",
+        ),
+        MetricSpec(
+            "online_eval.logs.joined_spans",
+            "counter",
+            "{span}",
+            "Spans evaluated with log records joined to them",
         ),
         MetricSpec(
             "online_eval.evals",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -130,10 +131,13 @@ def test_self_metrics_are_published() -> None:
     )
     provider = TracerProvider()
     provider.add_span_processor(processor)
+    logs = LoggerProvider()
+    logs.add_log_record_processor(processor.log_processor)
     tracer = provider.get_tracer("t")
     for name in ("chat", "chat", "other"):
         with tracer.start_as_current_span(name):
-            pass
+            if name == "other":  # a record of the span, joined to it
+                logs.get_logger("t").emit(event_name="gen_ai.choice", body={"index": 0})
     assert processor.force_flush(10_000)
     data = reader.get_metrics_data()
     assert data is not None
@@ -147,6 +151,12 @@ def test_self_metrics_are_published() -> None:
                 ]
     assert set(points) == set(METRICS)
     assert points["online_eval.spans.seen"] == [({}, 3)]
+    assert sorted(points["online_eval.logs.records"], key=str) == [
+        ({"outcome": "dropped"}, 0),
+        ({"outcome": "expired"}, 0),
+        ({"outcome": "joined"}, 1),
+    ]
+    assert points["online_eval.logs.joined_spans"] == [({}, 1)]
     # Every span is in the trace rule's route: it buffers whole traces.
     assert points["online_eval.spans.selected"] == [
         ({"rule": "r"}, 2),

@@ -109,7 +109,7 @@ def test_records_whose_span_never_comes_expire_counted() -> None:
     store.offer(_event(2), 1, 11)
     now[0] = 2.5  # the first is past its 2 s, the second is not
     assert store.take(1, 12) == ()
-    assert store.unmatched == 1
+    assert store.expired == 1
     assert [e.time_ns for e in store.take(1, 11)] == [2]
 
 

@@ -44,7 +44,7 @@ class JoinStore:
         self._size = 0
         self.joined = 0
         """Records taken by their span."""
-        self.unmatched = 0
+        self.expired = 0
         """Records whose span never came within ``ttl_s``."""
         self.dropped = 0
         """Records pushed out by ``max_records``."""
@@ -91,4 +91,4 @@ class JoinStore:
                 return
             del held[key]
             self._size -= len(events)
-            self.unmatched += len(events)
+            self.expired += len(events)

@@ -138,6 +138,12 @@ class Readings(EngineCore):
                 (v, {"rule": r, "reason": k}) for (r, k), v in self.stats().dropped_by_rule.items()
             ],
             "online_eval.evals": per_rule("evals"),
+            "online_eval.logs.records": lambda: [
+                (self._joins.joined, {"outcome": "joined"}),
+                (self._joins.expired, {"outcome": "expired"}),
+                (self._joins.dropped, {"outcome": "dropped"}),
+            ],
+            "online_eval.logs.joined_spans": lambda: [(self._joins.joined_spans, {})],
             "online_eval.scores": lambda: [
                 (v, {"rule": r, "scorer": s, "outcome": o})
                 for (r, s, o), v in dict(self._runner.scores).items()
