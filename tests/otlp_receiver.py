@@ -1,7 +1,9 @@
-"""Real OTLP trace receivers for tests: gRPC and HTTP servers on 127.0.0.1 with ephemeral ports.
+"""Real OTLP receivers for tests: gRPC and HTTP servers on 127.0.0.1 with ephemeral ports.
 
 Both collect every ``ExportTraceServiceRequest`` they accept, with the request headers (gRPC
-metadata or HTTP headers, names lower-cased), and can be told to answer errors::
+metadata or HTTP headers, names lower-cased), and every ``ExportLogsServiceRequest``
+(``LogsService/Export``, ``POST /v1/logs``: ``log_records()``, ``wait_for_log_records(n)``);
+they can be told to answer errors (to either signal)::
 
     def test_x(otlp_grpc_receiver):
         exporter = OTLPSpanExporter(endpoint=otlp_grpc_receiver.endpoint, insecure=True)
@@ -37,20 +39,28 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otel_online_eval.otlp import decode_logs_json
 from otel_online_eval.otlp_json import decode_request_json
 
 __all__ = [
     "OtlpGrpcReceiver",
     "OtlpHttpReceiver",
     "Received",
+    "ReceivedRecord",
     "ReceivedSpan",
     "ServerTls",
     "attrs",
@@ -61,6 +71,9 @@ __all__ = [
 
 ReceivedSpan = tuple[dict[str, Any], str, Span]
 """(resource attributes, scope name, span) for one received span."""
+
+ReceivedRecord = tuple[dict[str, Any], str, LogRecord]
+"""(resource attributes, scope name, log record) for one received log record."""
 
 
 def value(v: AnyValue) -> Any:
@@ -98,12 +111,21 @@ class Received:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class ReceivedLogs:
+    """One accepted logs export call."""
+
+    request: ExportLogsServiceRequest
+    headers: dict[str, str]
+
+
 class _Receiver:
     """The state both receivers share: what arrived, and the failures still to answer."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._received: list[Received] = []
+        self._logs: list[ReceivedLogs] = []
         self._attempts = 0
         self._failure: Any = None
         self._failures_left: int | None = 0
@@ -154,6 +176,37 @@ class _Receiver:
                     )
                 self._cond.wait(remaining)
 
+    @property
+    def log_requests(self) -> list[ReceivedLogs]:
+        """Every accepted logs request, with its headers, in order."""
+        with self._cond:
+            return list(self._logs)
+
+    def log_records(self) -> list[ReceivedRecord]:
+        """Every received log record, flattened, in arrival order."""
+        with self._cond:
+            return _flatten_logs(self._logs)
+
+    def wait_for_log_records(self, n: int, timeout: float = 10.0) -> list[ReceivedRecord]:
+        """Wait until at least ``n`` log records arrived and return them all.
+
+        Raises:
+            AssertionError: fewer than ``n`` arrived within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = _flatten_logs(self._logs)
+                if len(got) >= n:
+                    return got
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"expected {n} log records within {timeout}s, got {len(got)} "
+                        f"in {len(self._logs)} requests ({self._attempts} attempts)"
+                    )
+                self._cond.wait(remaining)
+
     def wait_for_attempts(self, n: int, timeout: float = 10.0) -> int:
         """Wait until at least ``n`` export calls were seen (accepted or failed)."""
         deadline = time.monotonic() + timeout
@@ -170,6 +223,7 @@ class _Receiver:
     def clear(self) -> None:
         with self._cond:
             self._received.clear()
+            self._logs.clear()
             self._attempts = 0
 
     # -- failures
@@ -190,9 +244,14 @@ class _Receiver:
                 self._failures_left -= 1
             return self._failure
 
-    def _record(self, request: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
+    def _record(
+        self, request: ExportTraceServiceRequest | ExportLogsServiceRequest, headers: dict[str, str]
+    ) -> None:
         with self._cond:
-            self._received.append(Received(request, headers))
+            if isinstance(request, ExportLogsServiceRequest):
+                self._logs.append(ReceivedLogs(request, headers))
+            else:
+                self._received.append(Received(request, headers))
             self._cond.notify_all()
 
     def __enter__(self) -> Any:
@@ -215,6 +274,16 @@ def _flatten(received: Sequence[Received]) -> list[ReceivedSpan]:
     return out
 
 
+def _flatten_logs(received: Sequence[ReceivedLogs]) -> list[ReceivedRecord]:
+    out: list[ReceivedRecord] = []
+    for r in received:
+        for rl in r.request.resource_logs:
+            resource = attrs(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                out.extend((resource, sl.scope.name, record) for record in sl.log_records)
+    return out
+
+
 # --------------------------------------------------------------------------- gRPC
 
 
@@ -225,6 +294,19 @@ class _GrpcFailure:
     retry_delay_s: float | None
 
 
+def _grpc_export(receiver: OtlpGrpcReceiver, request: Any, context: grpc.ServicerContext) -> None:
+    failure = receiver._next_failure()
+    if failure is not None:
+        if failure.retry_delay_s is not None:
+            seconds = int(failure.retry_delay_s)
+            nanos = int((failure.retry_delay_s - seconds) * 1e9)
+            info = RetryInfo(retry_delay=Duration(seconds=seconds, nanos=nanos))
+            context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
+        context.abort(failure.code, failure.details)
+    headers = {md.key.lower(): md.value for md in context.invocation_metadata()}
+    receiver._record(request, headers)
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpGrpcReceiver) -> None:
         self._receiver = receiver
@@ -232,23 +314,23 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(
         self, request: ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> ExportTraceServiceResponse:
-        failure = self._receiver._next_failure()
-        if failure is not None:
-            if failure.retry_delay_s is not None:
-                seconds = int(failure.retry_delay_s)
-                nanos = int((failure.retry_delay_s - seconds) * 1e9)
-                info = RetryInfo(retry_delay=Duration(seconds=seconds, nanos=nanos))
-                context.set_trailing_metadata(
-                    (("google.rpc.retryinfo-bin", info.SerializeToString()),)
-                )
-            context.abort(failure.code, failure.details)
-        headers = {md.key.lower(): md.value for md in context.invocation_metadata()}
-        self._receiver._record(request, headers)
+        _grpc_export(self._receiver, request, context)
         return ExportTraceServiceResponse()
 
 
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, receiver: OtlpGrpcReceiver) -> None:
+        self._receiver = receiver
+
+    def Export(
+        self, request: ExportLogsServiceRequest, context: grpc.ServicerContext
+    ) -> ExportLogsServiceResponse:
+        _grpc_export(self._receiver, request, context)
+        return ExportLogsServiceResponse()
+
+
 class OtlpGrpcReceiver(_Receiver):
-    """An OTLP/gRPC trace receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
+    """An OTLP/gRPC trace and logs receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
 
     ``endpoint`` is ``127.0.0.1:<port>`` (use ``insecure=True`` without ``tls``); ``url`` is
     ``http://127.0.0.1:<port>``, or ``https://`` with ``tls`` (the scheme implies which).
@@ -259,6 +341,7 @@ class OtlpGrpcReceiver(_Receiver):
         self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         self._server = grpc.server(self._executor)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self), self._server)
         if tls is None:
             self.port = self._server.add_insecure_port("127.0.0.1:0")
         else:
@@ -335,9 +418,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         receiver = self.server.receiver
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.split("?", 1)[0] != receiver.path:
+        path = self.path.split("?", 1)[0]
+        if path not in (receiver.path, receiver.logs_path):
             self._reply(404, b"not found", "text/plain")
             return
+        logs = path == receiver.logs_path
         failure = receiver._next_failure()
         if failure is not None:
             extra = {}
@@ -355,10 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif encoding not in ("", "identity"):
                 self._reply(415, f"unsupported encoding {encoding}".encode(), "text/plain")
                 return
+            request: ExportTraceServiceRequest | ExportLogsServiceRequest
             if content_type == "application/json":
-                request = decode_request_json(body)
+                request = decode_logs_json(body) if logs else decode_request_json(body)
             elif content_type == "application/x-protobuf":
-                request = ExportTraceServiceRequest.FromString(body)
+                message = ExportLogsServiceRequest if logs else ExportTraceServiceRequest
+                request = message.FromString(body)
             else:
                 self._reply(415, f"unsupported type {content_type}".encode(), "text/plain")
                 return
@@ -370,7 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type == "application/json":
             self._reply(200, b"{}", "application/json")
         else:
-            payload = ExportTraceServiceResponse().SerializeToString()
+            answer = ExportLogsServiceResponse() if logs else ExportTraceServiceResponse()
+            payload = answer.SerializeToString()
             self._reply(200, payload, "application/x-protobuf")
 
     def _reply(
@@ -389,14 +477,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class OtlpHttpReceiver(_Receiver):
-    """An OTLP/HTTP trace receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
+    """An OTLP/HTTP trace and logs receiver on ``127.0.0.1:<ephemeral port>``, started on creation.
 
-    It accepts ``POST /v1/traces`` with a protobuf or JSON body, plain, gzip or deflate.
-    ``endpoint`` is the full traces URL; ``base_url`` has no path; both are ``https://`` with
+    It accepts ``POST /v1/traces`` and ``POST /v1/logs`` with a protobuf or JSON body, plain,
+    gzip or deflate. ``endpoint`` is the full traces URL, ``logs_endpoint`` the logs URL;
+    ``base_url`` has no path; both are ``https://`` with
     ``tls``, and then ``handshake_failures`` counts the connections refused in the handshake.
     """
 
     path = "/v1/traces"
+    logs_path = "/v1/logs"
 
     def __init__(self, tls: ServerTls | None = None) -> None:
         super().__init__()
@@ -413,6 +503,7 @@ class OtlpHttpReceiver(_Receiver):
         self.port = self._server.server_address[1]
         self.base_url = f"{'http' if tls is None else 'https'}://127.0.0.1:{self.port}"
         self.endpoint = self.base_url + self.path
+        self.logs_endpoint = self.base_url + self.logs_path
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

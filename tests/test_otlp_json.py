@@ -4,6 +4,7 @@ and the encoder's objects equal to the library's, object for object."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -23,6 +24,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 
 from otel_online_eval.otlp import (
+    decode_logs_json,
     decode_request_dict,
     decode_request_json,
     encode_spans_dict,
@@ -402,3 +404,66 @@ def _spans_with(attributes: dict[str, Any]) -> list[ReadableSpan]:
             span.set_attribute(key, value)
     provider.shutdown()
     return list(exporter.get_finished_spans())
+
+
+def _logs_request() -> Any:
+    """A logs request as the SDK's OTLP exporters encode it: records in and out of spans."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    memory = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "logs"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    logger = provider.get_logger("json.logs", "1.0")
+    with TracerProvider().get_tracer("t").start_as_current_span("s"):
+        logger.emit(
+            event_name="gen_ai.choice",
+            body={"index": 0, "message": {"content": "hi", "parts": [1, 2.5, True]}},
+            attributes={"gen_ai.system": "openai"},
+        )
+    logger.emit(body=b"\x00\x01", severity_text="WARN")
+    provider.shutdown()
+    return encode_logs(memory.get_finished_logs())
+
+
+def _hex_ids(data: Any) -> Any:
+    """protobuf's JSON (base64 ids) made OTLP/JSON (hex ids)."""
+    if isinstance(data, dict):
+        return {
+            k: (base64.b64decode(v).hex() if k in ("traceId", "spanId") else _hex_ids(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_hex_ids(v) for v in data]
+    return data
+
+
+def test_logs_request_round_trips_through_otlp_json() -> None:
+    request = _logs_request()
+    text = json.dumps(_hex_ids(json_format.MessageToDict(request)))
+    decoded = decode_logs_json(text)
+    assert decoded == request
+    record = decoded.resource_logs[0].scope_logs[0].log_records[0]
+    assert record.event_name == "gen_ai.choice" and len(record.span_id) == 8
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("[]", "an OTLP/JSON logs request must be a JSON object, got an array"),
+        (
+            '{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"spanId": "xyz"}]}]}]}',
+            "resourceLogs[0].scopeLogs[0].logRecords[0].spanId: span_id must be hex digits",
+        ),
+        (
+            '{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"intValue": "x"}}]}]}]}',
+            "resourceLogs[0].scopeLogs[0].logRecords[0].body.intValue: must be an int64",
+        ),
+        ('{"resourceLogs": [', "not valid JSON"),
+    ],
+)
+def test_logs_json_errors_name_the_place(body: str, problem: str) -> None:
+    with pytest.raises(ValueError) as info:
+        decode_logs_json(body)
+    assert str(info.value).startswith(problem)

@@ -164,3 +164,44 @@ def test_value_of_an_empty_any_value() -> None:
 
     assert value(AnyValue()) is None
     assert value(AnyValue(bytes_value=b"\x01")) == b"\x01"
+
+
+def _emit_logs(exporter: object) -> None:
+    """Two log records, one of them in a span, through a real LoggerProvider and ``exporter``."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    provider = LoggerProvider(resource=Resource.create({"service.name": "rx"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))  # type: ignore[arg-type]
+    logger = provider.get_logger("rx.logs")
+    tracer_provider = TracerProvider()
+    with tracer_provider.get_tracer("t").start_as_current_span("in-span"):
+        logger.emit(event_name="gen_ai.choice", body={"message": {"content": "hi"}})
+    logger.emit(body="outside")
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_receivers_collect_log_records(
+    protocol: str, otlp_grpc_receiver: OtlpGrpcReceiver, otlp_http_receiver: OtlpHttpReceiver
+) -> None:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        rx: OtlpGrpcReceiver | OtlpHttpReceiver = otlp_grpc_receiver
+        _emit_logs(OTLPLogExporter(endpoint=otlp_grpc_receiver.endpoint, insecure=True))
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+            OTLPLogExporter as HttpLogExporter,
+        )
+
+        rx = otlp_http_receiver
+        _emit_logs(HttpLogExporter(endpoint=otlp_http_receiver.logs_endpoint))
+    got = rx.wait_for_log_records(2)
+    assert [(res["service.name"], scope) for res, scope, _ in got] == [("rx", "rx.logs")] * 2
+    first, second = got[0][2], got[1][2]
+    assert first.event_name == "gen_ai.choice"
+    assert value(first.body) == {"message": {"content": "hi"}}
+    assert len(first.span_id) == 8 and len(first.trace_id) == 16
+    assert value(second.body) == "outside" and not second.span_id
+    assert rx.spans() == []  # logs are not spans

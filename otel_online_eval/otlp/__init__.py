@@ -12,7 +12,11 @@ from otel_online_eval.otlp._ids import (
     id_problem,
     span_ids_problem,
 )
-from otel_online_eval.otlp._jsondec import decode_request_dict, decode_request_json
+from otel_online_eval.otlp._jsondec import (
+    decode_logs_json,
+    decode_request_dict,
+    decode_request_json,
+)
 from otel_online_eval.otlp._jsonenc import (
     encode_spans_dict,
     encode_spans_json,
@@ -39,6 +43,7 @@ __all__ = [
     "ProtoSpanView",
     "SharedResource",
     "decode_attributes",
+    "decode_logs_json",
     "decode_request_dict",
     "decode_request_json",
     "decode_value",

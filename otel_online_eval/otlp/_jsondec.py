@@ -38,12 +38,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otel_online_eval.otlp._ids import SPAN_ID_BYTES, TRACE_ID_BYTES, hex_id
 
-__all__ = ["MAX_DEPTH", "decode_request_dict", "decode_request_json"]
+__all__ = ["MAX_DEPTH", "decode_logs_json", "decode_request_dict", "decode_request_json"]
 
 MAX_DEPTH = 100
 """Messages nested deeper than this (the request itself is 1) are refused, as protobuf does."""
@@ -544,7 +546,9 @@ def _span_decoder(id_size: bool) -> Handler:
     )
 
 
-def _request_decoder(id_size: bool) -> Handler:
+def _resource_and_scope() -> tuple[Handler, Handler]:
+    """Decoders of a Resource (at depth 3) and an InstrumentationScope (depth 4), which every
+    signal's request shares."""
     entity_ref = _fields(
         *_table(
             {
@@ -574,6 +578,11 @@ def _request_decoder(id_size: bool) -> Handler:
             }
         )
     )
+    return resource, scope
+
+
+def _request_decoder(id_size: bool) -> Handler:
+    resource, scope = _resource_and_scope()
     scope_spans = _fields(
         *_table(
             {
@@ -595,7 +604,56 @@ def _request_decoder(id_size: bool) -> Handler:
     return _fields(*_table({"resourceSpans": _repeated("resource_spans", resource_spans)}))
 
 
+def _body(target: Any, value: Any) -> None:
+    _any(target, value, 5)
+
+
+def _logs_decoder() -> Handler:
+    """ExportLogsServiceRequest: log records at depth 4, their body at 5. Ids of any length
+    are decoded (a receiver checks them record by record)."""
+    resource, scope = _resource_and_scope()
+    record = _fields(
+        *_table(
+            {
+                "timeUnixNano": _scalar("time_unix_nano", _uint64),
+                "observedTimeUnixNano": _scalar("observed_time_unix_nano", _uint64),
+                "severityNumber": _enum_field(
+                    "severity_number", logs_pb2.SeverityNumber.DESCRIPTOR
+                ),
+                "severityText": _scalar("severity_text", _str),
+                "body": _message("body", _body),
+                "attributes": _attributes(5),
+                "droppedAttributesCount": _scalar("dropped_attributes_count", _uint32),
+                "flags": _scalar("flags", _uint32),
+                "traceId": _id("trace_id", None),
+                "spanId": _id("span_id", None),
+                "eventName": _scalar("event_name", _str),
+            }
+        )
+    )
+    scope_logs = _fields(
+        *_table(
+            {
+                "scope": _message("scope", scope),
+                "logRecords": _repeated("log_records", record),
+                "schemaUrl": _scalar("schema_url", _str),
+            }
+        )
+    )
+    resource_logs = _fields(
+        *_table(
+            {
+                "resource": _message("resource", resource),
+                "scopeLogs": _repeated("scope_logs", scope_logs),
+                "schemaUrl": _scalar("schema_url", _str),
+            }
+        )
+    )
+    return _fields(*_table({"resourceLogs": _repeated("resource_logs", resource_logs)}))
+
+
 _DECODERS = {True: _request_decoder(True), False: _request_decoder(False)}
+_LOGS_DECODER = _logs_decoder()
 
 
 # -- entry points -------------------------------------------------------------------------
@@ -644,17 +702,42 @@ def decode_request_json(
         ValueError: not UTF-8, not JSON, or not an OTLP/JSON trace request; the message
             names the place, e.g. ``resourceSpans[0].scopeSpans[0].spans[1].traceId``.
     """
+    return decode_request_dict(_parse(text), any_id_length=any_id_length)
+
+
+def decode_logs_json(text: str | bytes) -> ExportLogsServiceRequest:
+    """Parse one OTLP/JSON logs request (``ExportLogsServiceRequest``), e.g. an HTTP body.
+
+    The same mapping as for traces: hex ``traceId`` and ``spanId`` (of any length, or
+    empty: a log record need not belong to a span), both field spellings, enums
+    (``severityNumber``) as names or numbers, the ``body`` an AnyValue.
+
+    Raises:
+        ValueError: not UTF-8, not JSON, or not an OTLP/JSON logs request; the message names
+            the place, e.g. ``resourceLogs[0].scopeLogs[0].logRecords[1].spanId``.
+    """
+    data = _parse(text)
+    if type(data) is not dict:
+        raise ValueError(f"an OTLP/JSON logs request must be a JSON object, got {_show(data)}")
+    request = ExportLogsServiceRequest()
+    try:
+        _LOGS_DECODER(request, data)
+    except _Invalid as exc:
+        raise ValueError(exc.text()) from None
+    return request
+
+
+def _parse(text: str | bytes) -> Any:
     if not isinstance(text, str):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
-        data = _JSON.decode(text)
+        return _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError("not valid JSON: nested too deeply to read") from None
     except ValueError as exc:  # a NaN literal, an integer of more than 4300 digits
         raise ValueError(f"not valid JSON: {exc}") from None
-    return decode_request_dict(data, any_id_length=any_id_length)
