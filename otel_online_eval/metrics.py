@@ -19,8 +19,11 @@ identities between them are in ``docs/metrics.md``:
   carry no prompt or answer (content capture off); also in ``filtered_out`` or ``evals``.
 - ``online_eval.evals`` {rule}: evaluations finished and handed to the exporter.
 - ``online_eval.logs.records`` {outcome}: log records of spans given to the join:
-  ``joined`` (taken by their span), ``expired`` (no span within ``extract.join_s``),
-  ``dropped`` (pushed out by the cap); ``online_eval.logs.joined_spans``: spans that took any.
+  ``joined`` (taken by their span), ``expired`` (no span came), ``dropped`` (pushed out by
+  the cap), ``not_sampled`` (of traces no rule may sample: not held);
+  ``online_eval.logs.joined_spans``: spans that took any; ``online_eval.logs.span_waits``
+  {outcome}: spans with no content that waited for their records: ``records``, ``timeout``,
+  ``flush``, ``full``.
 - ``online_eval.scores`` {rule, scorer, outcome}: scorer runs: ``ok``, ``error``, ``timeout``,
   ``skipped``, ``sampled_out``.
 - ``online_eval.scores.skipped`` {rule, scorer, reason}: the skipped ones by reason: ``busy``
@@ -132,13 +135,20 @@ METRICS: dict[str, MetricSpec] = {
             "online_eval.logs.records",
             "counter",
             "{record}",
-            "Log records of spans given to the join, by outcome: joined, expired, dropped",
+            "Log records of spans given to the join, by outcome: joined, expired, dropped, "
+            "not_sampled",
         ),
         MetricSpec(
             "online_eval.logs.joined_spans",
             "counter",
             "{span}",
             "Spans evaluated with log records joined to them",
+        ),
+        MetricSpec(
+            "online_eval.logs.span_waits",
+            "counter",
+            "{span}",
+            "Spans with no content that waited for their log records, by how the wait ended",
         ),
         MetricSpec(
             "online_eval.evals",

@@ -139,6 +139,11 @@ class SpanView:
     def parent_span_id_hex(self) -> str | None:
         return None if self.parent_span_id is None else f"{self.parent_span_id:016x}"
 
+    @property
+    def joined(self) -> tuple[EventView, ...]:
+        """The log records joined to this span (see :meth:`join`)."""
+        return self._joined
+
     def join(self, records: Sequence[EventView]) -> None:
         """Add log records of this span (OpenTelemetry events, from the logs signal) after its
         own events: :attr:`events`, and the GenAI fields read from them, include them."""

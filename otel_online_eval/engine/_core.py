@@ -11,7 +11,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -58,6 +58,10 @@ class EngineCore:
     emitter: EvalSink
     _make_view: Callable[[Any], SpanView | None]
     _joins: JoinStore
+    _join_s: float
+    _expects_records: bool
+    _parked: dict[tuple[int, int], tuple[Item, SpanView, asyncio.TimerHandle]]
+    _waits: Counter[str]
     _trace_id_of: Callable[[Any], int] | None
     _size_of: Callable[[Any], int]
     _counts: dict[str, RuleCounts]

@@ -90,6 +90,13 @@ class EngineStats:
             ``filtered_out``.
         assembly_sessions: (session rule, reason) -> conversations handed to evaluation:
             ``idle``, ``max_turns``, ``max_wait``, ``evicted``, ``shutdown``, ``end_of_input``.
+        log_records: log records given to the join, by outcome: ``joined`` (taken by their
+            span), ``expired`` (no span came), ``dropped`` (past the store's cap),
+            ``not_sampled`` (of traces no rule may sample: not held).
+        joined_spans: spans evaluated with at least one joined record.
+        span_waits: spans with no content that waited for their records, by how the wait
+            ended: ``records`` (they came), ``timeout`` (``join_s`` passed), ``flush`` (a flush
+            or shutdown), ``full`` (no wait: too many spans waiting).
     """
 
     seen: int = 0
@@ -122,3 +129,6 @@ class EngineStats:
     assembly_buffered_bytes: dict[str, int] = field(default_factory=dict)
     assembly_turns: dict[tuple[str, str], int] = field(default_factory=dict)
     assembly_sessions: dict[tuple[str, str], int] = field(default_factory=dict)
+    log_records: dict[str, int] = field(default_factory=dict)
+    joined_spans: int = 0
+    span_waits: dict[str, int] = field(default_factory=dict)

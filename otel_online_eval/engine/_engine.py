@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -23,7 +23,7 @@ from otel_online_eval.emit import EvalResult, EvalSink, Target
 from otel_online_eval.engine._config import EngineConfig
 from otel_online_eval.engine._core import Item, Marker
 from otel_online_eval.engine._counts import RuleCounts
-from otel_online_eval.engine._joins import JoinStore
+from otel_online_eval.engine._joins import RECORD_WAIT_S, JoinStore
 from otel_online_eval.engine._routing import Route, Router
 from otel_online_eval.engine._running import ScorerRunner
 from otel_online_eval.engine._spans import SpanRules
@@ -74,7 +74,11 @@ class Engine(SpanRules, UnitRules, Readings):
             ``engine.assembly.max_bytes`` (1 KiB each when None).
         local_roots: a span whose parent is remote is its trace's root for trace rules (the
             in-process door: the caller's spans never reach this process).
-        join_s: how long a log record given to :meth:`submit_record` waits for its span.
+        join_s: how long a span with no content waits for its log records (records given
+            to :meth:`submit_records`), and at least how long a record waits for its span.
+        expect_records: spans wait from the start (the sidecar, whose logs receiver is
+            always on); otherwise only once a record was submitted (the processor with its
+            ``log_processor`` in use): without log records there is nothing to wait for.
     """
 
     def __init__(
@@ -88,9 +92,11 @@ class Engine(SpanRules, UnitRules, Readings):
         size_of: Callable[[Any], int] | None = None,
         local_roots: bool = False,
         join_s: float = 2.0,
+        expect_records: bool = False,
     ) -> None:
         self.config = config or EngineConfig()
         self._join_s = join_s
+        self._expects_records = expect_records
         self.router = Router(rules)
         self.emitter = emitter
         self._make_view = make_view
@@ -116,7 +122,11 @@ class Engine(SpanRules, UnitRules, Readings):
             os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
 
     def _start_workers(self) -> None:
-        self._joins = JoinStore(self._join_s)
+        # Records wait longer than spans do: in the sidecar a span comes after its exporter's
+        # batch delay (the SDK's default is 5 s for spans, 1 s for log records).
+        self._joins = JoinStore(max(self._join_s, RECORD_WAIT_S))
+        self._parked: dict[tuple[int, int], tuple[Item, SpanView, asyncio.TimerHandle]] = {}
+        self._waits: Counter[str] = Counter()
         self._queue: deque[Item | Marker] = deque()
         self._wake_pending = False
         self._ticking = False
@@ -174,7 +184,32 @@ class Engine(SpanRules, UnitRules, Readings):
         OpenTelemetry's sense: the GenAI instrumentations' prompts and answers) to be joined
         to that span; never blocks, never raises.
         """
-        self._joins.offer(event, trace_id, span_id)
+        self.submit_records(((event, trace_id, span_id),))
+
+    def submit_records(self, records: Sequence[tuple[EventView, int, int]]) -> None:
+        """:meth:`submit_record` for each (event, trace id, span id), in one go (a request's
+        worth). Records of traces that no rule may sample are only counted."""
+        self._expects_records = True
+        keep = [r for r in records if self._may_sample(r[1])]
+        self._joins.offer_many(keep, len(records) - len(keep))
+        parked = self._parked
+        if not parked or not keep:
+            return
+        # A parked span waits for these: wake it (after the offer, see SpanRules._parks).
+        woken = {(t, s) for _, t, s in keep if (t, s) in parked}
+        if woken:
+            try:
+                self._loop.call_soon_threadsafe(self._records_came, woken, context=self._ctx.copy())
+            except RuntimeError:  # the loop closed under a racing shutdown
+                pass
+
+    def _may_sample(self, trace_id: int) -> bool:
+        for rule in self.router.rules:
+            if rule.sampling_is_callable or rule.is_session:
+                return True
+            if rule.hash(trace_id) < rule.bound:
+                return True
+        return False
 
     def submit(self, payload: Any, route: Route, hash_: int) -> None:
         """Queue a span for evaluation; never blocks, never raises.
@@ -350,6 +385,10 @@ class Engine(SpanRules, UnitRules, Readings):
             self._loop.close()
 
     def _cancel_all(self) -> None:
+        for parked, _, timer in self._parked.values():  # none after the drain's flush
+            timer.cancel()
+            self._drop_queued(*parked, "shutdown")
+        self._parked.clear()
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, Marker):
@@ -407,6 +446,7 @@ class Engine(SpanRules, UnitRules, Readings):
                     else:
                         self._traces.drain(end_of_input=head.drain == "end_of_input")
                 self._pump_traces(limit)
+                self._unpark_all()
                 self._start_task(self._flush_marker(head, set(self._tasks), self._units_released))
             elif head[1].inline:
                 if not budget:  # let timers and other callbacks run, then go on
@@ -414,11 +454,10 @@ class Engine(SpanRules, UnitRules, Readings):
                     return
                 budget -= 1
                 queue.popleft()
-                self._process_inline(head)
+                self._start(head)
             elif self._inflight < limit:
                 queue.popleft()
-                self._inflight += 1
-                self._start_task(self._process(head), counts_inflight=True)
+                self._start(head)
             else:
                 return  # a finishing evaluation pumps again
 

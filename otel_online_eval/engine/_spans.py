@@ -38,11 +38,81 @@ class SpanRules(EngineCore):
         view.join(self._joins.take(view.trace_id, view.span_id))
         return view
 
-    def _process_inline(self, item: Item) -> None:
-        """Evaluate a span whose rules all decide and score without awaiting anything."""
+    # -- spans waiting for their log records ------------------------------------------------
+
+    def _start(self, item: Item) -> None:
+        """Look at a span taken from the queue: evaluate it, or park it to wait for its log
+        records. The caller has checked the in-flight limit for non-inline routes."""
         view = self._view_of(item)
-        if view is None:
+        if view is None or self._parks(item, view):
             return
+        self._resume(item, view)
+
+    def _resume(self, item: Item, view: SpanView) -> None:
+        if item[1].inline:
+            self._process_inline(item, view)
+        else:
+            self._inflight += 1
+            self._start_task(self._process(item, view), counts_inflight=True)
+
+    def _parks(self, item: Item, view: SpanView) -> bool:
+        """Park a span that waits for its log records (True), up to ``join_s``.
+
+        It waits when it looks like a GenAI operation yet carries no content, took no
+        record when it arrived, and some span rule's rate sampling keeps it: its prompt and
+        answer are likely in log records still on their way (the sidecar gets the two
+        signals in separate requests, in either order).
+        """
+        _, route, hash_ = item
+        if not self._expects_records or self._join_s <= 0 or not route.span_rules or view.joined:
+            return False
+        if not any(
+            rule.sampling_is_callable
+            or (hash_ if not rule.salt else rule.hash(view.trace_id)) < rule.bound
+            for rule in route.span_rules
+        ):
+            return False
+        try:
+            if no_content(view) is None:
+                return False
+        except Exception:  # decided (and counted) when it is evaluated
+            return False
+        if len(self._parked) >= self.config.queue_size:
+            self._waits["full"] += 1
+            return False
+        key = (view.trace_id, view.span_id)
+        self._parked[key] = (item, view, self._loop.call_later(self._join_s, self._unpark, key))
+        # A record offered between the span's first look and its parking did not see it
+        # parked: look again (the record thread offers before it looks for parked spans).
+        if self._joins.holds(*key):
+            self._unpark(key, "records")
+        return True
+
+    def _unpark(self, key: tuple[int, int], why: str = "timeout") -> None:
+        """End a span's wait (``why``: ``timeout``, ``records``, ``flush``) and evaluate it."""
+        entry = self._parked.pop(key, None)
+        if entry is None:
+            return
+        item, view, timer = entry
+        timer.cancel()
+        view.join(self._joins.take(*key))
+        self._waits["records" if view.joined else why] += 1
+        self._resume(item, view)
+
+    def _records_came(self, keys: set[tuple[int, int]]) -> None:
+        """Records of parked spans arrived (scheduled by ``submit_records``)."""
+        for key in keys:
+            self._unpark(key, "records")
+
+    def _unpark_all(self) -> None:
+        """A flush: parked spans are evaluated now, with what records they have."""
+        for key in list(self._parked):
+            self._unpark(key, "flush")
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def _process_inline(self, item: Item, view: SpanView) -> None:
+        """Evaluate a span whose rules all decide and score without awaiting anything."""
         payload, route, hash_ = item
         if route.trace_rules:
             self._buffer(payload, view, route, hash_)
@@ -105,10 +175,7 @@ class SpanRules(EngineCore):
             CONTENT_CAPTURE_HINT,
         )
 
-    async def _process(self, item: Item) -> None:
-        view = self._view_of(item)
-        if view is None:
-            return
+    async def _process(self, item: Item, view: SpanView) -> None:
         payload, route, hash_ = item
         if route.trace_rules:
             self._buffer(payload, view, route, hash_)

@@ -10,7 +10,10 @@ from otel_online_eval.emit import ExportCounts
 from otel_online_eval.engine._core import EngineCore, Marker
 from otel_online_eval.engine._counts import DROP_REASONS, EngineStats
 
-__all__ = ["Readings"]
+__all__ = ["WAIT_OUTCOMES", "Readings"]
+
+WAIT_OUTCOMES = ("records", "timeout", "flush", "full")
+"""How a span's wait for its log records ended (``online_eval.logs.span_waits``)."""
 
 
 class Readings(EngineCore):
@@ -63,7 +66,19 @@ class Readings(EngineCore):
             eval_spans_exported=export.exported,
             eval_spans_dropped=dict(export.dropped),
             **self._assembly_stats(),
+            log_records=self._record_counts(),
+            joined_spans=self._joins.joined_spans,
+            span_waits={k: self._waits.get(k, 0) for k in WAIT_OUTCOMES},
         )
+
+    def _record_counts(self) -> dict[str, int]:
+        joins = self._joins
+        return {
+            "joined": joins.joined,
+            "expired": joins.expired,
+            "dropped": joins.dropped,
+            "not_sampled": joins.not_sampled,
+        }
 
     def _assembly_stats(self) -> dict[str, Any]:
         """The trace rules' counts, as EngineStats fields (each rule at 0 until it counts)."""
@@ -139,11 +154,12 @@ class Readings(EngineCore):
             ],
             "online_eval.evals": per_rule("evals"),
             "online_eval.logs.records": lambda: [
-                (self._joins.joined, {"outcome": "joined"}),
-                (self._joins.expired, {"outcome": "expired"}),
-                (self._joins.dropped, {"outcome": "dropped"}),
+                (v, {"outcome": k}) for k, v in self._record_counts().items()
             ],
             "online_eval.logs.joined_spans": lambda: [(self._joins.joined_spans, {})],
+            "online_eval.logs.span_waits": lambda: [
+                (self._waits.get(k, 0), {"outcome": k}) for k in WAIT_OUTCOMES
+            ],
             "online_eval.scores": lambda: [
                 (v, {"rule": r, "scorer": s, "outcome": o})
                 for (r, s, o), v in dict(self._runner.scores).items()

@@ -76,7 +76,11 @@ class UnitRules(EngineCore):
         wait for a slot, within ``max_bytes`` (past it the oldest waiting is lost, counted)."""
         waiting = self._waiting
         limit = self.config.assembly.max_bytes
+        joins = self._joins
         for rule, unit in due:
+            if joins.held:  # records that came after their span was buffered
+                for span in unit.spans:
+                    span.join(joins.take(span.trace_id, span.span_id))
             if rule.is_session:
                 self._add_turn(rule, unit)
                 continue

@@ -1,11 +1,13 @@
-"""The OTLP/gRPC receiver: ``TraceService/Export`` with raw request bytes, plus gRPC health.
+"""The OTLP/gRPC receiver: ``TraceService/Export`` and ``LogsService/Export`` with raw request
+bytes, plus gRPC health.
 
 The method is registered with no deserializer, so the handler gets the bytes as received: they
 are forwarded unchanged and parsed once. Errors follow the OTLP specification: INVALID_ARGUMENT
 for undecodable requests, UNAVAILABLE with a ``RetryInfo`` detail when overloaded or draining,
 RESOURCE_EXHAUSTED (from gRPC itself) above ``max_message_bytes``, UNAUTHENTICATED without the
 bearer token (``authorization: Bearer <token>``, the scheme in any case), and
-``partial_success`` for rejected spans.
+``partial_success`` for rejected spans or log records. Both services share the port, the
+limits, TLS and auth.
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status as RpcStatus
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 
 from otel_online_eval._threads import name_os_thread
 from otel_online_eval.sidecar.config import (
@@ -34,13 +32,14 @@ from otel_online_eval.sidecar.config import (
     TlsConfig,
     tls_problems,
 )
-from otel_online_eval.sidecar.ingest import Ingest, IngestResult
+from otel_online_eval.sidecar.ingest import Ingest, IngestResult, export_response
 
 __all__ = ["GrpcReceiver"]
 
 logger = logging.getLogger(__name__)
 
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
 def _retry_trailer(code: grpc.StatusCode, message: str, delay_s: float) -> tuple[Any, ...]:
@@ -102,8 +101,14 @@ class GrpcReceiver:
         handler = grpc.unary_unary_rpc_method_handler(
             self._export, request_deserializer=None, response_serializer=None
         )
+        logs_handler = grpc.unary_unary_rpc_method_handler(
+            self._export_logs, request_deserializer=None, response_serializer=None
+        )
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),)
+            (
+                grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),
+                grpc.method_handlers_generic_handler(_LOGS_SERVICE, {"Export": logs_handler}),
+            )
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -136,6 +141,7 @@ class GrpcReceiver:
         )
         self.health.set("", status)
         self.health.set(_SERVICE, status)
+        self.health.set(_LOGS_SERVICE, status)
 
     def stop(self, grace_s: float) -> None:
         """Stop accepting; requests in progress get ``grace_s`` to finish."""
@@ -158,11 +164,25 @@ class GrpcReceiver:
         stats.request("grpc", result.status, len(body))
         return _respond(result, context.abort, context.set_trailing_metadata)
 
+    def _export_logs(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        stats = self.ingest.stats
+        logs = self.ingest.logs
+        if logs is None:  # no logs door (never in the sidecar)
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this receiver takes no log records")
+            raise AssertionError("abort raises")
+        if not self._authorized(context):
+            stats.log_request("grpc", "unauthenticated", len(body))
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        result = logs.handle(body, "protobuf")
+        stats.log_request("grpc", result.status, len(body))
+        return _respond(result, context.abort, context.set_trailing_metadata, logs=True)
+
 
 def _respond(
     result: IngestResult,
     abort: Callable[[grpc.StatusCode, str], Any],
     set_trailers: Callable[[tuple[Any, ...]], None],
+    logs: bool = False,
 ) -> bytes:
     if result.status == "invalid":
         abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
@@ -172,10 +192,6 @@ def _respond(
         delay = result.retry_after_s or 1.0
         set_trailers(_retry_trailer(grpc.StatusCode.UNAVAILABLE, result.message, delay))
         abort(grpc.StatusCode.UNAVAILABLE, result.message)
-    response = ExportTraceServiceResponse()
-    if result.rejected:
-        response.partial_success.CopyFrom(
-            ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
-        )
+    response = export_response(result, logs)
     body: bytes = response.SerializeToString()
     return body

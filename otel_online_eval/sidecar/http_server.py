@@ -1,10 +1,12 @@
-"""The OTLP/HTTP receiver on ``aiohttp.web``: ``POST /v1/traces``, ``/healthz``, ``/metrics``.
+"""The OTLP/HTTP receiver on ``aiohttp.web``: ``POST /v1/traces`` and ``/v1/logs``, ``/healthz``,
+``/metrics``.
 
 Bodies are ``application/x-protobuf`` or ``application/json`` (OTLP/JSON), sized by
 ``Content-Length`` or chunked, optionally gzip (``Content-Encoding: gzip``). The body is read
 and decompressed as it arrives, every gzip member in turn (RFC 1952: the body is their
 concatenation), with ``max_body_bytes`` applied to what is sent and to what it decompresses to.
-Answers follow the OTLP/HTTP specification: 200 with ``partial_success`` for rejected spans,
+Answers follow the OTLP/HTTP specification: 200 with ``partial_success`` for rejected spans
+(or log records),
 400 for undecodable bodies, 413 above the size limit, 415 for other media types, 401 without the
 bearer token, 408 for a body slower than ``read_timeout_s``, 503 with ``Retry-After`` when
 overloaded or draining, 500 if handling fails unexpectedly. Errors carry a ``google.rpc.Status``
@@ -41,10 +43,6 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from google.protobuf.json_format import MessageToDict
 from google.rpc.status_pb2 import Status as RpcStatus
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 
 from otel_online_eval._aio import bounded
 from otel_online_eval._threads import name_os_thread
@@ -54,7 +52,7 @@ from otel_online_eval.sidecar.config import (
     TlsConfig,
     server_ssl_context,
 )
-from otel_online_eval.sidecar.ingest import Ingest, IngestResult
+from otel_online_eval.sidecar.ingest import Ingest, IngestResult, export_response
 
 __all__ = ["STATUSES", "HttpReceiver"]
 
@@ -515,9 +513,9 @@ class HttpReceiver:
             return response
         path = request.raw_path.split("?", 1)[0]
         method = request.method
-        if path == "/v1/traces":
+        if path == "/v1/traces" or path == "/v1/logs":
             if method == "POST":
-                return await self._export(request)
+                return await self._export(request, logs=path == "/v1/logs")
             return await self._refuse(request, _allow(405, "POST"))
         if path in ("/healthz", "/metrics"):
             if method not in ("GET", "HEAD"):
@@ -532,16 +530,17 @@ class HttpReceiver:
             return _response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         return await self._refuse(request, _text(404, "not found\n"))
 
-    async def _export(self, request: BaseRequest) -> web.StreamResponse:
+    async def _export(self, request: BaseRequest, logs: bool = False) -> web.StreamResponse:
         stats = self.ingest.stats
+        count = stats.log_request if logs else stats.request
         headers = request.headers
         media = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         fmt = _TYPES.get(media, "protobuf")
         if not self._authorized(request):
-            stats.request("http", "unauthenticated", 0)
+            count("http", "unauthenticated", 0)
             return await self._refuse(request, _error(401, "missing or wrong bearer token", fmt))
         if media not in _TYPES:
-            stats.request("http", "unsupported_media_type", 0)
+            count("http", "unsupported_media_type", 0)
             message = (
                 f"unsupported Content-Type {media!r}; use application/x-protobuf or "
                 "application/json"
@@ -549,13 +548,13 @@ class HttpReceiver:
             return await self._refuse(request, _error(415, message, "protobuf"))
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
-            stats.request("http", "invalid", 0)
+            count("http", "invalid", 0)
             message = f"unsupported Content-Encoding {encoding!r}; use gzip or identity"
             return await self._refuse(request, _error(415, message, fmt))
         limit = self.config.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            stats.request("http", "too_large", length)
+            count("http", "too_large", length)
             response = _error(413, f"body of {length} bytes is over the limit of {limit}", fmt)
             response.force_close()  # its bytes are not read
             return response
@@ -573,7 +572,7 @@ class HttpReceiver:
                 _read_body(request, encoding == "gzip", limit), self.config.read_timeout_s
             )
         except _BodyError as exc:
-            stats.request("http", exc.outcome, request.content.total_bytes)
+            count("http", exc.outcome, request.content.total_bytes)
             response = _error(exc.status, exc.message, fmt)
             if exc.status != 413:  # not gzip: the rest can be read, the connection kept
                 return await self._refuse(request, response)
@@ -581,25 +580,28 @@ class HttpReceiver:
                 response.force_close()
             return response
         except asyncio.TimeoutError:
-            stats.request("http", "timeout", request.content.total_bytes)
+            count("http", "timeout", request.content.total_bytes)
             message = f"the body was not received within {self.config.read_timeout_s:g}s"
             response = _error(408, message, fmt)
             response.force_close()
             return response
         except RequestPayloadError as exc:  # bad chunked framing, a body cut short
-            stats.request("http", "invalid", request.content.total_bytes)
+            count("http", "invalid", request.content.total_bytes)
             response = _error(400, f"cannot read the body: {exc}", fmt)
             response.force_close()
             return response
-        result = self.ingest.handle(body, fmt)
-        stats.request("http", result.status, size)
+        handler = self.ingest.logs if logs else self.ingest
+        if handler is None:  # no logs door (never in the sidecar)
+            return _error(404, "this receiver takes no log records", fmt)
+        result = handler.handle(body, fmt)
+        count("http", result.status, size)
         if result.status == "invalid" and fmt == "json" and members > 1:
             message = (
                 f"{result.message} (the body had {members} gzip members: together they must "
                 "be one JSON document)"
             )
             return _error(400, message, fmt)
-        return _answer(result, fmt)
+        return _answer(result, fmt, logs)
 
     async def _refuse(self, request: BaseRequest, response: web.Response) -> web.Response:
         """``response`` after the request's body is read and dropped, so that the connection
@@ -702,7 +704,7 @@ def _error(
     return _message(status, status_message, fmt, headers)
 
 
-def _answer(result: IngestResult, fmt: str) -> web.Response:
+def _answer(result: IngestResult, fmt: str, logs: bool) -> web.Response:
     if result.status == "invalid":
         return _error(400, result.message, fmt)
     if result.status == "internal":  # a defect of ours, logged by Ingest: not retryable
@@ -710,9 +712,4 @@ def _answer(result: IngestResult, fmt: str) -> web.Response:
     if result.status == "unavailable":
         delay = max(1, round(result.retry_after_s or 1))
         return _error(503, result.message, fmt, {"Retry-After": str(delay)})
-    response = ExportTraceServiceResponse()
-    if result.rejected:
-        response.partial_success.CopyFrom(
-            ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
-        )
-    return _message(200, response, fmt)
+    return _message(200, export_response(result, logs), fmt)

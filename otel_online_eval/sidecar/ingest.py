@@ -33,7 +33,15 @@ from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -53,9 +61,17 @@ if TYPE_CHECKING:
     from otel_online_eval.genai import ExtractSettings
     from otel_online_eval.metrics import Tally
     from otel_online_eval.sidecar._handing import Outgoing, Peers
+    from otel_online_eval.sidecar.log_ingest import LogIngest
     from otel_online_eval.sidecar.shipper import Shipper
 
-__all__ = ["Ingest", "IngestResult", "ReceiverStats", "make_proto_view"]
+__all__ = [
+    "Ingest",
+    "IngestResult",
+    "ReceiverStats",
+    "export_response",
+    "make_proto_view",
+    "safe_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +107,27 @@ class ReceiverStats:
         self.spans: Counter[str] = Counter()  # accepted / rejected
         self.rejects: Counter[str] = Counter()  # reason -> requests or spans refused
         self.bytes: Counter[str] = Counter()  # transport -> bytes received
+        # The logs signal's, apart: (transport, outcome) and accepted / rejected records.
+        self.log_requests: Counter[tuple[str, str]] = Counter()
+        self.log_records: Counter[str] = Counter()
+        self.log_rejects: Counter[str] = Counter()
 
     def request(self, transport: str, outcome: str, size: int) -> None:
         with self._lock:
             self.requests[(transport, outcome)] += 1
             self.bytes[transport] += size
+
+    def log_request(self, transport: str, outcome: str, size: int) -> None:
+        with self._lock:
+            self.log_requests[(transport, outcome)] += 1
+            self.bytes[transport] += size
+
+    def add_records(self, accepted: int, rejected: int, reason: str | None) -> None:
+        with self._lock:
+            self.log_records["accepted"] += accepted
+            self.log_records["rejected"] += rejected
+            if reason:
+                self.log_rejects[reason] += max(rejected, 1)
 
     def add(self, accepted: int, rejected: int, reason: str | None) -> None:
         with self._lock:
@@ -103,6 +135,27 @@ class ReceiverStats:
             self.spans["rejected"] += rejected
             if reason:
                 self.rejects[reason] += max(rejected, 1)
+
+
+def export_response(
+    result: IngestResult, logs: bool
+) -> ExportTraceServiceResponse | ExportLogsServiceResponse:
+    """The OTLP success answer, with ``partial_success`` when some items were rejected."""
+    if logs:
+        answer = ExportLogsServiceResponse()
+        if result.rejected:
+            answer.partial_success.CopyFrom(
+                ExportLogsPartialSuccess(
+                    rejected_log_records=result.rejected, error_message=result.message
+                )
+            )
+        return answer
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
+        )
+    return response
 
 
 def make_proto_view(
@@ -126,7 +179,7 @@ def _add(tally: Tally, n: int) -> None:
     deque(starmap(tally.add, repeat((), n)), maxlen=0)
 
 
-def _safe(message: str) -> str:
+def safe_message(message: str) -> str:
     """A refusal's message as valid UTF-8 text of bounded length (clients' bytes end up in it)."""
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
@@ -151,6 +204,8 @@ class Ingest:
         self.closed = False
         # Under --workers with trace rules: where spans of traces other workers own go.
         self.handoff: Peers | None = None
+        # The logs signal's requests (set by the sidecar).
+        self.logs: LogIngest | None = None
         self._log = RateLimitedLog(logger)
         # Requests being handled, by the engine they started with: a replaced engine is shut
         # down only once they have all submitted to it (see wait_idle).
@@ -194,7 +249,7 @@ class Ingest:
             kind = "OTLP/JSON" if fmt == "json" else "protobuf"
             self.stats.add(0, 0, "invalid")
             return IngestResult(
-                "invalid", message=_safe(f"cannot decode the {kind} request: {exc}")
+                "invalid", message=safe_message(f"cannot decode the {kind} request: {exc}")
             )
 
         engine = self.engine  # one engine for the whole request, even if a reload swaps it

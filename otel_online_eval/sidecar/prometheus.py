@@ -190,6 +190,24 @@ def families(
         [({"rule": r}, v) for r, v in engine.evals.items()],
     )
     d.metric(
+        "online_eval_logs_records_total",
+        "counter",
+        "Log records given to the join with their spans, by outcome",
+        [({"outcome": k}, v) for k, v in sorted(engine.log_records.items())],
+    )
+    d.metric(
+        "online_eval_logs_joined_spans_total",
+        "counter",
+        "Spans evaluated with joined log records",
+        [({}, engine.joined_spans)],
+    )
+    d.metric(
+        "online_eval_logs_span_waits_total",
+        "counter",
+        "Spans with no content that waited for their log records, by how the wait ended",
+        [({"outcome": k}, v) for k, v in sorted(engine.span_waits.items())],
+    )
+    d.metric(
         "online_eval_scores_total",
         "counter",
         "Scorer runs by outcome",
@@ -274,6 +292,27 @@ def families(
         "counter",
         "Refusals by reason",
         [({"reason": k}, v) for k, v in sorted(receiver.rejects.items())],
+    )
+    d.metric(
+        "otlp_receiver_log_requests_total",
+        "counter",
+        "Logs export requests by transport, outcome",
+        [
+            ({"transport": t, "outcome": o}, v)
+            for (t, o), v in sorted(receiver.log_requests.items())
+        ],
+    )
+    d.metric(
+        "otlp_receiver_log_records_total",
+        "counter",
+        "Log records received, accepted or rejected",
+        [({"result": k}, v) for k, v in sorted(receiver.log_records.items())],
+    )
+    d.metric(
+        "otlp_receiver_log_rejects_total",
+        "counter",
+        "Logs refusals by reason",
+        [({"reason": k}, v) for k, v in sorted(receiver.log_rejects.items())],
     )
     d.metric(
         "otlp_receiver_bytes_total",

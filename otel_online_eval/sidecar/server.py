@@ -47,6 +47,7 @@ from otel_online_eval.sidecar.grpc_server import GrpcReceiver
 from otel_online_eval.sidecar.handoff import Handoff
 from otel_online_eval.sidecar.http_server import HttpReceiver
 from otel_online_eval.sidecar.ingest import Ingest, ReceiverStats, make_proto_view
+from otel_online_eval.sidecar.log_ingest import LogIngest
 from otel_online_eval.sidecar.prometheus import Family, exposition, families
 from otel_online_eval.sidecar.shipper import Shipper, ShipperStats, make_sender
 from otel_online_eval.sinks import build_score_sinks
@@ -135,6 +136,7 @@ class Sidecar:
         self.receiver_config = config.receiver or ReceiverConfig()
         self.stats = ReceiverStats()
         self.forwarder: Shipper | None = None
+        self.logs_forwarder: Shipper | None = None
         if config.forward is not None:
             forward = config.forward
             self.forwarder = Shipper(
@@ -143,8 +145,17 @@ class Sidecar:
                 forward.max_queue_bytes,
                 forward.retry,
             )
+            # Log requests go to the same collector's logs endpoint, each with its own buffer.
+            logs_target = resolve_otlp(forward.otlp, path="forward.otlp", signal="logs")
+            self.logs_forwarder = Shipper(
+                "forward_logs",
+                make_sender(logs_target, "logs"),
+                forward.max_queue_bytes,
+                forward.retry,
+            )
         self.engine = self._build_engine(config)
         self.ingest = Ingest(self.engine, self.forwarder, self.stats)
+        self.ingest.logs = LogIngest(self.ingest, self.logs_forwarder)
         self._labels = {"worker": str(worker)} if worker is not None else {}
         # Counts of engines replaced by reloads: those still shutting down, and the final
         # counts of those done (their eval-span export shipper's with them).
@@ -183,6 +194,7 @@ class Sidecar:
             config.engine,
             size_of=_received_size,
             join_s=config.extract.join_s,
+            expect_records=True,
         )
 
     def start(self) -> None:
@@ -222,6 +234,8 @@ class Sidecar:
         shippers = {}
         if self.forwarder is not None:
             shippers["forward"] = self.forwarder.stats
+        if self.logs_forwarder is not None:
+            shippers["forward_logs"] = self.logs_forwarder.stats
         if has_export:
             shippers["export"] = export
         if self.handoff is not None:
@@ -365,6 +379,9 @@ class Sidecar:
         def finish_forward() -> None:
             if self.forwarder is not None:
                 ok[1] = self.forwarder.shutdown(max(0.0, deadline - time.monotonic()))
+            if self.logs_forwarder is not None:
+                left = max(0.0, deadline - time.monotonic())
+                ok[1] = self.logs_forwarder.shutdown(left) and ok[1]
 
         # Daemons: one stuck past its deadline must not keep the process alive.
         workers = [
@@ -387,6 +404,9 @@ class Sidecar:
                 "complete": all(ok),
                 "eval_dropped": sum(engine.dropped.values()),
                 "forward_dropped": self.forwarder.stats.dropped_spans if self.forwarder else 0,
+                "forward_logs_dropped": (
+                    self.logs_forwarder.stats.dropped_spans if self.logs_forwarder else 0
+                ),
                 "handoff_dropped": (
                     self.handoff.shipper_stats().refused_spans
                     + self.handoff.shipper_stats().dropped_spans
