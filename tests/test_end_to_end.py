@@ -155,8 +155,12 @@ def test_self_metrics_are_published() -> None:
         ({"outcome": "dropped"}, 0),
         ({"outcome": "expired"}, 0),
         ({"outcome": "joined"}, 1),
+        ({"outcome": "not_sampled"}, 0),
     ]
     assert points["online_eval.logs.joined_spans"] == [({}, 1)]
+    assert sorted(points["online_eval.logs.span_waits"], key=str) == [
+        ({"outcome": o}, 0) for o in ("flush", "full", "records", "timeout")
+    ]
     # Every span is in the trace rule's route: it buffers whole traces.
     assert points["online_eval.spans.selected"] == [
         ({"rule": "r"}, 2),

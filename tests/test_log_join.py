@@ -7,8 +7,10 @@ oldest go past the cap."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -128,3 +130,80 @@ def test_join_s_is_read_and_checked_at_load() -> None:
     assert parse_config({"extract": {"join_s": 5}}).extract.is_default
     with pytest.raises(Exception, match=r"extract\.join_s"):
         parse_config({"extract": {"join_s": -1}})
+
+
+def _late_record_run(sampling: float, flush_before_record: bool) -> tuple[Any, list[Any]]:
+    """A chat span with no content, then its record after it ended (an instrumentation that
+    emits late): the processor's counts and the eval spans."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    config = parse_config(
+        {
+            "scorers": {"nonempty": {"type": "not_empty"}},
+            "rules": [
+                {
+                    "name": "answers",
+                    "sampling": sampling,
+                    "filter": "output IS NOT NULL",
+                    "scorers": ["nonempty"],
+                }
+            ],
+            "extract": {"join_s": 30},
+        }
+    )
+    exporter = InMemorySpanExporter()
+    processor = OnlineEvalSpanProcessor(config, exporter=exporter)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    logs = LoggerProvider()
+    logs.add_log_record_processor(processor.log_processor)
+    tracer, logger = provider.get_tracer("app"), logs.get_logger("app")
+    with tracer.start_as_current_span("warm-up"):
+        logger.emit(body="a record in use: spans may now wait")
+    with tracer.start_as_current_span(
+        "chat gpt-4o-mini", attributes={"gen_ai.operation.name": "chat"}
+    ) as span:
+        pass
+    # The span must be parked before its record comes (else it takes it on arrival).
+    deadline = time.monotonic() + 5
+    while not processor._engine._parked and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if flush_before_record:
+        assert processor.force_flush(5000)  # ends the wait: evaluated without the record
+    answer = '[{"role": "assistant", "parts": [{"type": "text", "content": "Paris"}]}]'
+    logger.emit(
+        event_name="gen_ai.client.inference.operation.details",
+        attributes={"gen_ai.output.messages": answer},
+        context=trace.set_span_in_context(span),
+    )
+    assert processor.force_flush(5000)
+    stats = processor._engine.stats()
+    processor.shutdown()
+    logs.shutdown()
+    evals = [dict(s.attributes or {}) for s in exporter.get_finished_spans()]
+    return stats, evals
+
+
+def test_a_span_waits_for_a_record_that_comes_after_it_ended() -> None:
+    stats, evals = _late_record_run(1.0, flush_before_record=False)
+    assert stats.span_waits["records"] == 1
+    # the warm-up's record joined its span too
+    assert stats.log_records["joined"] == 2 and stats.joined_spans == 2
+    scores = [a for a in evals if a.get("gen_ai.evaluation.name") == "nonempty"]
+    assert [a["gen_ai.evaluation.score.value"] for a in scores] == [1.0]
+
+
+def test_a_flush_ends_the_wait_and_the_late_record_then_expires_unjoined() -> None:
+    stats, evals = _late_record_run(1.0, flush_before_record=True)
+    assert stats.span_waits["flush"] == 1 and stats.span_waits["records"] == 0
+    assert stats.filtered_out["answers"] == 2  # the warm-up's, and the chat span's
+    assert stats.joined_spans == 1  # the warm-up
+    assert not [a for a in evals if a.get("gen_ai.evaluation.name") == "nonempty"]
+
+
+def test_records_of_traces_no_rule_samples_are_not_held() -> None:
+    stats, evals = _late_record_run(0.0, flush_before_record=False)
+    assert stats.log_records["not_sampled"] == 2  # the warm-up's and the late one
+    assert stats.span_waits == {"records": 0, "timeout": 0, "flush": 0, "full": 0}
+    assert evals == []
