@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from tests.fake_openai import FakeOpenAI
 from tests.instrumentation.harness import instrumented, is_app, responder
 from tests.otlp_receiver import OtlpGrpcReceiver, attrs, otlp_grpc_receiver
+from tests.pki import Pki
 from tests.sidecar_helpers import (
     Sidecar,
     eventually,
@@ -305,3 +306,27 @@ def test_the_bearer_token_guards_the_logs_door(
         metrics = sc.metrics()
         assert metrics.value("otlp_receiver_log_requests_total", outcome="unauthenticated") == 2
         assert metrics.value("otlp_receiver_log_records_total", result="accepted") == 2
+
+
+@pytest.mark.usefixtures("no_ca_bundle_env")  # requests would trust that bundle instead
+def test_log_exporters_over_tls(
+    tmp_path: Path,
+    pki: Pki,
+    otlp_grpc_receiver: OtlpGrpcReceiver,
+    app_signals: tuple[list[ReadableSpan], list[Any]],
+) -> None:
+    _, records = app_signals
+    tls = {"cert_file": str(pki.server_crt), "key_file": str(pki.server_key)}
+    config = _config(otlp_grpc_receiver, receiver={"tls": tls})
+    with running_sidecar(tmp_path, config, scheme="https", ssl_verify=str(pki.ca)) as sc:
+        creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        over_grpc = OTLPLogExporter(endpoint=f"https://{sc.grpc_endpoint}", credentials=creds)
+        over_http = HttpLogExporter(endpoint=sc.url("/v1/logs"), certificate_file=str(pki.ca))
+        for exporter in (over_grpc, over_http):
+            assert exporter.export(records).name == "SUCCESS"
+            exporter.shutdown()
+        metrics = sc.metrics()
+        assert metrics.value("otlp_receiver_log_records_total", result="accepted") == 4
+        with pytest.raises(grpc.RpcError) as plain:  # no plaintext next to TLS
+            _raw_logs(_logs_request(records).SerializeToString(), sc.grpc_endpoint)
+        assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
