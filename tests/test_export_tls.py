@@ -125,6 +125,9 @@ def test_sidecar_takes_tls_files_from_the_environment(tmp_path: Path, pki: Pki) 
             downstream.wait_for_spans(3)
             assert len(eval_spans(evals.wait_for_spans(6), trace.trace_id)) == 2
             assert sc.metrics().value("online_eval_shipper_failures_total") == 0
+            # The key is for traces only: the logs endpoint has no usable TLS, said, not fatal.
+            [warning] = sc.log_messages("forward.otlp has no usable logs endpoint")
+            assert "mutual TLS needs both a client certificate and its key" in warning["message"]
 
 
 def test_sidecar_with_a_wrong_ca_or_no_client_cert_fails_counts_and_logs(

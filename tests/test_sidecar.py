@@ -390,4 +390,4 @@ def test_metrics_page_declares_every_family(tmp_path: Path) -> None:
             "online_eval_shipper_refused_spans_total",
         } <= families
         assert sc.get("/nope").status_code == 404
-        assert requests.post(sc.url("/v1/logs"), data=b"", timeout=5).status_code == 404
+        assert requests.post(sc.url("/v1/metrics"), data=b"", timeout=5).status_code == 404

@@ -249,7 +249,7 @@ def test_unknown_grpc_method_is_unimplemented(setup: Setup) -> None:
     channel = grpc.insecure_channel(setup.sidecar.grpc_endpoint)
     with channel:
         call = channel.unary_unary(
-            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
             request_serializer=None,
             response_deserializer=None,
         )

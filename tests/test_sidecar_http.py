@@ -303,7 +303,7 @@ def test_one_connection_serves_many_requests(setup: Setup) -> None:
 def test_unknown_paths_and_methods(setup: Setup) -> None:
     sc = setup.sidecar
     assert requests.get(sc.url("/nope"), timeout=5).status_code == 404
-    assert requests.post(sc.url("/v1/logs"), data=b"x", timeout=5).status_code == 404
+    assert requests.post(sc.url("/v1/metrics"), data=b"x", timeout=5).status_code == 404
     response = requests.get(sc.url("/v1/traces"), timeout=5)
     assert (response.status_code, response.headers["Allow"]) == (405, "POST")
     response = requests.delete(sc.url("/healthz"), timeout=5)

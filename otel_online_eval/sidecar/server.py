@@ -146,13 +146,23 @@ class Sidecar:
                 forward.retry,
             )
             # Log requests go to the same collector's logs endpoint, each with its own buffer.
-            logs_target = resolve_otlp(forward.otlp, path="forward.otlp", signal="logs")
-            self.logs_forwarder = Shipper(
-                "forward_logs",
-                make_sender(logs_target, "logs"),
-                forward.max_queue_bytes,
-                forward.retry,
-            )
+            # A logs target the environment leaves unusable (OTEL_EXPORTER_OTLP_LOGS_* or a
+            # TRACES_-only setting) must not stop a sidecar that may never see a log record.
+            try:
+                logs_target = resolve_otlp(forward.otlp, path="forward.otlp", signal="logs")
+            except ConfigError as exc:
+                logger.warning(
+                    "forward.otlp has no usable logs endpoint, so log records are joined to "
+                    "their spans but not forwarded: %s",
+                    exc,
+                )
+            else:
+                self.logs_forwarder = Shipper(
+                    "forward_logs",
+                    make_sender(logs_target, "logs"),
+                    forward.max_queue_bytes,
+                    forward.retry,
+                )
         self.engine = self._build_engine(config)
         self.ingest = Ingest(self.engine, self.forwarder, self.stats)
         self.ingest.logs = LogIngest(self.ingest, self.logs_forwarder)
